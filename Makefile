@@ -1,0 +1,44 @@
+# Two commands do all set-up: `make run` and `make test`. Everything lands in .venv and web/node_modules.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP_PY := $(VENV)/.installed
+STAMP_WEB := web/node_modules/.installed
+
+.PHONY: run test lint typecheck bench soak clean deps conformance
+
+run: deps
+	$(PY) -m app
+
+deps: $(STAMP_PY) $(STAMP_WEB)
+
+$(STAMP_PY): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,deploy]'
+	touch $@
+
+$(STAMP_WEB): web/package.json
+	cd web && npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+test: deps
+	$(PY) -m ruff check app tests bench
+	$(PY) -m mypy
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: deps
+	$(PY) -m ruff check app tests bench
+
+typecheck: deps
+	$(PY) -m mypy
+
+bench: deps
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -m bench
+
+soak: deps
+	$(PY) -m pytest -q -m slow tests/faults/test_soak.py --timeout 1200
+
+clean:
+	rm -rf $(VENV) web/node_modules .mypy_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""Warren: real-time messaging over SockJS + STOMP with a RabbitMQ backplane."""

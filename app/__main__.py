@@ -1,0 +1,179 @@
+"""``python -m app``: serve (the default), manage users, make a secret key, set up the broker.
+
+    python -m app                      serve on $PORT (see the README for every variable)
+    python -m app users add NAME       add a user or change a password (prompted, or --password-stdin)
+    python -m app users remove NAME
+    python -m app users list
+    python -m app users logout NAME    end every session of NAME on every node
+    python -m app secret               print a new SECRET_KEY
+    python -m app broker setup         declare exchanges and policies on $AMQP_URL (Procfile release phase)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from .config import Settings, generate_secret_key
+from .core.errors import ConfigurationError, InvalidUsername, WarrenError
+
+
+class _JsonFormatter(logging.Formatter):
+    def __init__(self, node_id: str) -> None:
+        super().__init__()
+        self.node_id = node_id
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "node": self.node_id,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.log_format == "json":
+        handler.setFormatter(_JsonFormatter(settings.node_id))
+    else:
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s %(levelname)s [{settings.node_id}] %(name)s: %(message)s")
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level)
+    # The sockjs package logs every client disconnect as an error with a traceback; Warren logs what matters.
+    logging.getLogger("sockjs").setLevel(logging.CRITICAL if settings.log_level != "DEBUG" else logging.DEBUG)
+    logging.getLogger("aiormq").setLevel(max(logging.WARNING, settings.log_level_number))
+    logging.getLogger("aio_pika").setLevel(max(logging.WARNING, settings.log_level_number))
+
+
+def serve(settings: Settings) -> None:
+    from aiohttp import web
+
+    from .server import create_app
+
+    legacy = os.environ.get("WARREN_SERVE_LEGACY") == "1"
+    legacy_dir = Path(__file__).resolve().parent.parent / "tests" / "legacy" if legacy else None
+    app = create_app(settings, legacy_page_dir=legacy_dir)
+    if settings.secret_key_generated:
+        logging.getLogger("app").warning(
+            "SECRET_KEY is not set: generated one for this process, so sign-ins end when it restarts. "
+            "Set SECRET_KEY (python -m app secret) to keep them."
+        )
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        shutdown_timeout=settings.shutdown_timeout_seconds,
+        print=None,
+        access_log=None,
+        handle_signals=True,
+    )
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin or not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Again: ") != first:
+        raise SystemExit("the passwords differ; nothing changed")
+    return first
+
+
+def users_command(args: argparse.Namespace) -> int:
+    from .auth.users import PasswordTooShort, UserDirectory
+
+    path = Path(os.environ.get("USERS_FILE") or "users.json")
+    directory = UserDirectory(path)
+    if args.action == "list":
+        for name in directory.names():
+            print(name)
+        return 0
+    if args.action == "add":
+        try:
+            name = directory.add(args.name, _read_password(args.password_stdin))
+        except (InvalidUsername, PasswordTooShort) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"user {name} saved in {path}")
+        return 0
+    if args.action == "remove":
+        if not directory.remove(args.name):
+            print(f"error: no user named {args.name!r} in {path}", file=sys.stderr)
+            return 1
+        print(f"user {args.name} removed; their sessions end on every node")
+        return 0
+    if args.action == "logout":
+        if not directory.exists(args.name):
+            print(f"error: no user named {args.name!r} in {path}", file=sys.stderr)
+            return 1
+        directory.bump_generation(args.name)
+        print(f"every session of {args.name} has ended")
+        return 0
+    return 2
+
+
+def broker_command(settings: Settings) -> int:
+    if not settings.amqp_url:
+        print("error: AMQP_URL (or CLOUDAMQP_URL) is not set: nothing to set up", file=sys.stderr)
+        return 2
+    from .backplane.rabbitmq import setup_broker
+
+    try:
+        asyncio.run(setup_broker(settings))
+    except WarrenError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print("broker topology and policies are in place")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m app", description="Warren real-time messaging server")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("serve", help="serve on $PORT (default)")
+    users = sub.add_parser("users", help="manage the user directory in $USERS_FILE")
+    users_sub = users.add_subparsers(dest="action", required=True)
+    add = users_sub.add_parser("add", help="add a user or change their password")
+    add.add_argument("name")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    users_sub.add_parser("remove").add_argument("name")
+    users_sub.add_parser("list")
+    users_sub.add_parser("logout", help="end every session of a user").add_argument("name")
+    sub.add_parser("secret", help="print a new SECRET_KEY")
+    broker = sub.add_parser("broker", help="broker administration")
+    broker.add_argument("action", choices=["setup"])
+    args = parser.parse_args(argv)
+
+    if args.command == "users":
+        return users_command(args)
+    if args.command == "secret":
+        print(generate_secret_key().decode())
+        return 0
+    try:
+        settings = Settings.from_env()
+    except ConfigurationError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings)
+    if args.command == "broker":
+        return broker_command(settings)
+    serve(settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""HTTP routes: sign-in, the seed's ``/wsTemplate/*`` API (unchanged for old clients), the JSON API and health.
+
+Every refusal is JSON ``{"error": <reason>, "message": <what to do>}`` with a status that says the same, except
+on the seed's routes, whose old clients only look at the status and at ``{"code": ...}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from .auth.origins import origin_allowed
+from .auth.sessions import end_session, session_user, start_session
+from .core.errors import (
+    BackplaneUnavailable,
+    InvalidMessage,
+    MailboxFull,
+    MessageTooLarge,
+    RateLimited,
+    ShuttingDown,
+    UnknownUser,
+    WarrenError,
+)
+from .keys import BACKPLANE, DIRECTORY, HUB, SETTINGS
+
+log = logging.getLogger(__name__)
+
+ADD_USER_HINT = "python -m app users add NAME"
+PULL_MAX = 1000
+
+_STATUS: dict[type[WarrenError], int] = {
+    InvalidMessage: 400,
+    MessageTooLarge: 413,
+    UnknownUser: 404,
+    MailboxFull: 507,
+    BackplaneUnavailable: 503,
+    ShuttingDown: 503,
+    RateLimited: 429,
+}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(status: int, reason: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": reason, "message": message}, status=status, headers=headers)
+
+
+def warren_error_response(exc: WarrenError) -> web.Response:
+    status = _STATUS.get(type(exc), 400)
+    headers = {}
+    if isinstance(exc, BackplaneUnavailable | ShuttingDown):
+        headers["Retry-After"] = str(BackplaneUnavailable.retry_after)
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    return error_response(status, exc.reason, str(exc), headers)
+
+
+@web.middleware
+async def origin_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse state-changing requests from pages of other origins (CSRF); see ``app.auth.origins``."""
+    if request.method not in ("GET", "HEAD", "OPTIONS") and not request.path.startswith("/chat-websocket"):
+        if not origin_allowed(request, request.app[SETTINGS].allowed_origins):
+            return error_response(403, "origin-not-allowed", "requests from other sites are refused")
+    return await handler(request)
+
+
+async def _form_or_json(request: web.Request) -> dict[str, Any]:
+    if request.content_type == "application/json":
+        try:
+            data = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidMessage("the body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise InvalidMessage("the body must be a JSON object")
+        return data
+    try:
+        return dict(await request.post())
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidMessage("the form is not valid") from None
+
+
+async def _require_user(request: web.Request) -> str:
+    user = await session_user(request, request.app[DIRECTORY])
+    if user is None:
+        raise web.HTTPUnauthorized(
+            text=json.dumps({"error": "not-signed-in", "message": "sign in first: POST /login"}),
+            content_type="application/json",
+        )
+    return user
+
+
+# -- sign-in ---------------------------------------------------------------------------------------------------
+
+
+async def login(request: web.Request) -> web.Response:
+    try:
+        data = await _form_or_json(request)
+    except InvalidMessage as exc:
+        return warren_error_response(exc)
+    username, password = data.get("username"), data.get("password")
+    if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
+        return error_response(400, "invalid-message", "send a username and a password")
+    directory = request.app[DIRECTORY]
+    # The same answer for an unknown user and a wrong password, after the same amount of work.
+    if not directory.verify(username, password):
+        log.info("sign-in refused for %r from %s", username[:64], request.remote)
+        return error_response(401, "bad-credentials", "wrong username or password")
+    await start_session(request, username, directory.generation(username) or 0)
+    log.info("%s signed in", username)
+    return web.json_response({"user": username})
+
+
+async def logout(request: web.Request) -> web.Response:
+    await end_session(request)
+    return web.json_response({"user": None})
+
+
+async def me(request: web.Request) -> web.Response:
+    directory = request.app[DIRECTORY]
+    user = await session_user(request, directory)
+    return web.json_response(
+        {"user": user, "users_configured": len(directory.names()), "add_user_hint": ADD_USER_HINT}
+    )
+
+
+# -- the seed's API --------------------------------------------------------------------------------------------
+
+
+async def send_to_user(request: web.Request) -> web.Response:
+    """``POST /wsTemplate/sendToUser`` (form ``receiver``, ``msg``); the sender is the session's user."""
+    sender = await _require_user(request)
+    try:
+        data = await _form_or_json(request)
+        receiver, content = data.get("receiver"), data.get("msg")
+        if not isinstance(receiver, str) or not isinstance(content, str) or not receiver:
+            raise InvalidMessage("send the form fields receiver and msg")
+        envelope, result = await request.app[HUB].send(sender, receiver, content)
+    except WarrenError as exc:
+        return warren_error_response(exc)
+    return web.json_response({"code": "200", "id": envelope.id, "status": result.value})
+
+
+async def pull_unread_message(request: web.Request) -> web.Response:
+    """``POST /wsTemplate/pullUnreadMessage``: the user's waiting mail, removed as it is returned."""
+    user = await _require_user(request)
+    try:
+        envelopes = await request.app[HUB].pull_mail(user, PULL_MAX)
+    except WarrenError as exc:
+        return warren_error_response(exc)
+    return web.json_response({"code": "200", "result": [envelope.text for envelope in envelopes]})
+
+
+# -- the JSON API ----------------------------------------------------------------------------------------------
+
+
+async def post_message(request: web.Request) -> web.Response:
+    """``POST /api/messages`` ``{"to", "content"}`` → 202 ``{"id", "status"}``."""
+    sender = await _require_user(request)
+    try:
+        if request.content_type != "application/json":
+            raise InvalidMessage('send JSON: {"to": "bob", "content": "hi"}')
+        data = await _form_or_json(request)
+        receiver, content = data.get("to"), data.get("content")
+        if not isinstance(receiver, str) or not isinstance(content, str) or not receiver:
+            raise InvalidMessage('send JSON: {"to": "bob", "content": "hi"}, both strings')
+        envelope, result = await request.app[HUB].send(sender, receiver, content)
+    except WarrenError as exc:
+        return warren_error_response(exc)
+    return web.json_response({"id": envelope.id, "status": result.value}, status=202)
+
+
+async def pull_mail(request: web.Request) -> web.Response:
+    """``POST /api/mail/pull``: like the seed's pull, as objects."""
+    user = await _require_user(request)
+    try:
+        envelopes = await request.app[HUB].pull_mail(user, PULL_MAX)
+    except WarrenError as exc:
+        return warren_error_response(exc)
+    return web.json_response({"messages": [json.loads(envelope.body) for envelope in envelopes]})
+
+
+# -- health ----------------------------------------------------------------------------------------------------
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "node": request.app[SETTINGS].node_id})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    backplane = request.app[BACKPLANE]
+    ready = backplane.ready
+    body = {
+        "status": "ready" if ready else "not-ready",
+        "backplane": backplane.name,
+        "node": request.app[SETTINGS].node_id,
+    }
+    return web.json_response(body, status=200 if ready else 503)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/login", login)
+    app.router.add_post("/logout", logout)
+    app.router.add_get("/api/me", me)
+    app.router.add_post("/api/messages", post_message)
+    app.router.add_post("/api/mail/pull", pull_mail)
+    app.router.add_post("/wsTemplate/sendToUser", send_to_user)
+    app.router.add_post("/wsTemplate/pullUnreadMessage", pull_unread_message)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)

@@ -1,0 +1,1 @@
+"""Sign-in: the user directory, cookie sessions and the origin policy."""

@@ -1,0 +1,62 @@
+"""The envelope: one chat message as it travels between nodes and waits in mailboxes.
+
+An envelope is immutable and is serialised once, when it is built; every hop (broker, mailbox, STOMP MESSAGE
+body, REST pull) reuses those bytes. ``id`` is unique and stable across redeliveries, so clients can drop
+duplicates by it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import InvalidMessage
+
+
+def new_message_id() -> str:
+    # uuid4 hex: unique across nodes without coordination; 32 characters is short enough for a STOMP header.
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    id: str
+    sender: str
+    receiver: str
+    content: str
+    #: Milliseconds since the epoch when the sending node accepted the message.
+    ts: int
+    #: The JSON body clients see: ``{"id", "from", "to", "content", "ts"}``.
+    body: bytes = field(repr=False, compare=False, default=b"")
+
+    @classmethod
+    def create(cls, sender: str, receiver: str, content: str) -> Envelope:
+        return cls.build(new_message_id(), sender, receiver, content, int(time.time() * 1000))
+
+    @classmethod
+    def build(cls, message_id: str, sender: str, receiver: str, content: str, ts: int) -> Envelope:
+        body = json.dumps(
+            {"id": message_id, "from": sender, "to": receiver, "content": content, "ts": ts},
+            ensure_ascii=False,
+            separators=(",", ":"),
+        ).encode()
+        return cls(message_id, sender, receiver, content, ts, body)
+
+    @classmethod
+    def from_body(cls, body: bytes) -> Envelope:
+        """Rebuild an envelope from the bytes another node (or a mailbox) holds."""
+        try:
+            data: Any = json.loads(body)
+            envelope = cls(
+                str(data["id"]), str(data["from"]), str(data["to"]), str(data["content"]), int(data["ts"]), body
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidMessage(f"not a Warren envelope: {exc}") from exc
+        return envelope
+
+    @property
+    def text(self) -> str:
+        return self.body.decode()

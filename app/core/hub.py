@@ -1,0 +1,215 @@
+"""The hub: this node's online users, delivery to their connections, and mailbox drain order.
+
+A user is *online on this node* while at least one of their connections here is subscribed to their channel.
+The first such subscription binds the user on the backplane; the last one leaving unbinds them.
+
+Guarantees (given the backplane contract in ``app.core.abc``):
+
+* **Ordering.** When a user comes online, the node binds first and then drains the mailbox; live messages that
+  arrive during the drain are held and written after it. Messages from one sender to one receiver therefore
+  reach the client in send order across an offline → online change.
+* **No loss in the leave race.** A live message whose receiver has no subscribed connection here any more (they
+  left between routing and delivery) is written to the mailbox before ``deliver`` returns, so before the
+  backplane acknowledges it.
+* **Mailbox mail is delivered once**: to this node's connections when the user comes online, or by
+  ``pull_mail``, whichever takes it first. If every connection refuses it (closing or over its buffer bound),
+  the batch is put back.
+* **Client acknowledgements.** Envelopes a connection received in a client-ack mode and had not acknowledged
+  when it closed go back to the mailbox (with the same id, so clients can drop duplicates).
+
+What can be lost: a message written to a connection in auto-ack mode whose socket dies before the client read
+it (at-most-once past the write, as STOMP's ``ack:auto`` means).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from .abc import Backplane, PublishResult, Subscriber, UserDirectory
+from .envelope import Envelope
+from .errors import InvalidMessage, MessageTooLarge, UnknownUser
+
+log = logging.getLogger(__name__)
+
+#: How many mailbox envelopes one fetch takes while draining.
+MAILBOX_BATCH = 500
+#: Live envelopes held for one user while their mailbox drains; past it they go to the mailbox behind the rest.
+HELD_WHILE_DRAINING_MAX = 10_000
+
+
+@dataclass
+class HubStats:
+    """Counters for /metrics; plain ints, cheap on the hot path."""
+
+    accepted: int = 0
+    delivered_live: int = 0
+    moved_to_mailbox: int = 0
+    mailbox_delivered: int = 0
+    returned_unacked: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+
+    def refuse(self, reason: str) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+
+
+@dataclass
+class _Presence:
+    subscribers: list[Subscriber]
+    #: Live envelopes waiting for the mailbox drain to finish; None once the user is fully online.
+    held: list[Envelope] | None = field(default_factory=list)
+
+
+class Hub:
+    """Implements ``Inbox`` for the backplane and the send/subscribe API for the transports."""
+
+    def __init__(self, backplane: Backplane, directory: UserDirectory, *, max_message_bytes: int) -> None:
+        self.backplane = backplane
+        self.directory = directory
+        self.max_message_bytes = max_message_bytes
+        self.stats = HubStats()
+        self._presence: dict[str, _Presence] = {}
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    # -- what transports call -------------------------------------------------------------------------------
+
+    def check_message(self, receiver: str, content: str) -> None:
+        """Raise the error a send of ``content`` to ``receiver`` would meet, without sending."""
+        if not isinstance(receiver, str) or not isinstance(content, str) or not receiver:
+            raise InvalidMessage("a message needs a receiver and a content, both strings")
+        size = len(content.encode("utf-8", "surrogatepass"))
+        if size > self.max_message_bytes:
+            raise MessageTooLarge(size, self.max_message_bytes)
+        try:
+            content.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidMessage("the message is not valid UTF-8 text") from exc
+        if not self.directory.exists(receiver):
+            raise UnknownUser(receiver)
+
+    async def send(self, sender: str, receiver: str, content: str) -> tuple[Envelope, PublishResult]:
+        """Accept a message from ``sender`` (always the signed-in user, never a client field)."""
+        try:
+            self.check_message(receiver, content)
+            envelope = Envelope.create(sender, receiver, content)
+            result = await self.backplane.publish(envelope)
+        except Exception as exc:
+            self.stats.refuse(getattr(exc, "reason", "internal"))
+            raise
+        self.stats.accepted += 1
+        return envelope, result
+
+    async def subscribe(self, subscriber: Subscriber) -> None:
+        """Bring ``subscriber`` online: bind its user here if it is the first, then drain their mailbox."""
+        user = subscriber.user
+        with self._user_lock(user) as lock:
+            async with lock:
+                presence = self._presence.get(user)
+                if presence is not None:
+                    presence.subscribers.append(subscriber)
+                    return
+                presence = _Presence([subscriber])
+                self._presence[user] = presence
+                try:
+                    await self.backplane.bind(user)
+                except BaseException:
+                    del self._presence[user]
+                    raise
+                try:
+                    await self._drain_mailbox(user, presence)
+                finally:
+                    held, presence.held = presence.held or [], None
+                    for envelope in held:
+                        self._push(presence, envelope)
+
+    async def unsubscribe(self, subscriber: Subscriber) -> None:
+        """Take ``subscriber`` offline; its unacknowledged envelopes go back to the mailbox."""
+        user = subscriber.user
+        unacked = list(subscriber.unacknowledged())
+        with self._user_lock(user) as lock:
+            async with lock:
+                presence = self._presence.get(user)
+                if presence is not None and subscriber in presence.subscribers:
+                    presence.subscribers.remove(subscriber)
+                    if not presence.subscribers:
+                        del self._presence[user]
+                        await self.backplane.unbind(user)
+        for envelope in unacked:
+            await self.backplane.store(envelope)
+            self.stats.returned_unacked += 1
+
+    async def pull_mail(self, user: str, max_count: int) -> list[Envelope]:
+        """Take and remove up to ``max_count`` of ``user``'s mailbox envelopes (the seed's REST pull)."""
+        batch = await self.backplane.fetch_mail(user, max_count)
+        envelopes = list(batch.envelopes)
+        await batch.settle()
+        self.stats.mailbox_delivered += len(envelopes)
+        return envelopes
+
+    def online_users(self) -> list[str]:
+        return list(self._presence)
+
+    def is_online(self, user: str) -> bool:
+        return user in self._presence
+
+    # -- Inbox: what the backplane calls ----------------------------------------------------------------------
+
+    async def deliver(self, envelope: Envelope) -> None:
+        presence = self._presence.get(envelope.receiver)
+        if presence is None:
+            # The receiver left between routing and delivery: keep the message for them.
+            await self.backplane.store(envelope)
+            self.stats.moved_to_mailbox += 1
+            return
+        if presence.held is not None:
+            if len(presence.held) < HELD_WHILE_DRAINING_MAX:
+                presence.held.append(envelope)
+            else:
+                await self.backplane.store(envelope)
+                self.stats.moved_to_mailbox += 1
+            return
+        if not self._push(presence, envelope):
+            await self.backplane.store(envelope)
+            self.stats.moved_to_mailbox += 1
+
+    # -- internals --------------------------------------------------------------------------------------------
+
+    def _push(self, presence: _Presence, envelope: Envelope) -> bool:
+        taken = False
+        for subscriber in presence.subscribers:
+            if subscriber.push(envelope):
+                taken = True
+        if taken:
+            self.stats.delivered_live += 1
+        return taken
+
+    async def _drain_mailbox(self, user: str, presence: _Presence) -> None:
+        while presence.subscribers:
+            batch = await self.backplane.fetch_mail(user, MAILBOX_BATCH)
+            if not batch.envelopes:
+                await batch.settle()
+                return
+            for envelope in batch.envelopes:
+                if not any([subscriber.push(envelope) for subscriber in presence.subscribers]):
+                    # Nobody could take it: keep the whole batch (ids let clients drop what they already have).
+                    await batch.release()
+                    return
+            await batch.settle()
+            self.stats.mailbox_delivered += len(batch.envelopes)
+
+    @contextmanager
+    def _user_lock(self, user: str) -> Iterator[asyncio.Lock]:
+        # One lock per user while anyone needs it, so bind, drain and unbind of one user never interleave.
+        lock, users = self._locks.get(user) or (asyncio.Lock(), 0)
+        self._locks[user] = (lock, users + 1)
+        try:
+            yield lock
+        finally:
+            lock, users = self._locks[user]
+            if users == 1:
+                del self._locks[user]
+            else:
+                self._locks[user] = (lock, users - 1)

@@ -1,0 +1,111 @@
+"""``create_app(settings)``: wiring and lifecycle.
+
+Start: the backplane connects and declares its topology, then the node serves (``/readyz`` turns 200).
+Stop (SIGTERM, as a Heroku dyno restart sends): the listening socket closes first, then every SockJS session is
+told to reconnect (close code 4012) and its user leaves the hub — unbinding them, so mail sent from now on goes to
+mailboxes or to the nodes they reconnect to — then the backplane closes. The whole sequence is bounded by
+``SHUTDOWN_TIMEOUT`` (default 25 s, inside Heroku's 30 s grace).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from aiohttp import web
+
+from . import api
+from .auth.sessions import session_middleware_for
+from .auth.users import UserDirectory
+from .backplane import create_backplane
+from .config import Settings
+from .core.abc import Backplane
+from .core.hub import Hub
+from .keys import BACKPLANE, DIRECTORY, HUB, SETTINGS, SOCKJS
+from .transport.sockjs import WarrenSessionManager, add_sockjs_endpoint
+
+log = logging.getLogger(__name__)
+
+_PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "connect-src 'self' ws: wss:; frame-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'"
+)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    backplane: Backplane | None = None,
+    directory: UserDirectory | None = None,
+    legacy_page_dir: Path | None = None,
+) -> web.Application:
+    directory = directory or UserDirectory(settings.users_file)
+    backplane = backplane or create_backplane(settings)
+    hub = Hub(backplane, directory, max_message_bytes=settings.max_message_bytes)
+
+    app = web.Application(
+        middlewares=[session_middleware_for(settings.secret_keys, settings.session_max_age), api.origin_middleware],
+        # Requests carry at most one message plus form overhead.
+        client_max_size=max(1024 * 1024, settings.max_message_bytes * 6 + 64 * 1024),
+    )
+    app[SETTINGS] = settings
+    app[DIRECTORY] = directory
+    app[BACKPLANE] = backplane
+    app[HUB] = hub
+    manager = WarrenSessionManager(app, hub, directory, settings)
+    app[SOCKJS] = manager
+
+    api.add_routes(app)
+    add_sockjs_endpoint(app, manager)
+    _add_web_routes(app, settings.web_root, legacy_page_dir)
+
+    app.on_startup.append(_start_backplane)
+    app.on_shutdown.append(_drain)
+    app.on_cleanup.append(_stop_backplane)
+    app.on_response_prepare.append(_security_headers)
+    return app
+
+
+def _add_web_routes(app: web.Application, web_root: Path, legacy_page_dir: Path | None) -> None:
+    index = web_root / "index.html"
+
+    async def page(_request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(index, headers={"Content-Security-Policy": _PAGE_CSP, "Cache-Control": "no-cache"})
+
+    app.router.add_get("/", page)
+    app.router.add_static("/static/", web_root, show_index=False, follow_symlinks=False)
+    vendor = web_root / "node_modules"
+    vendor.mkdir(exist_ok=True)
+    app.router.add_static("/vendor/", vendor, show_index=False, follow_symlinks=False)
+    if legacy_page_dir is not None:
+        app.router.add_static("/legacy/", legacy_page_dir, show_index=False)
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    # SockJS iframe transports frame pages of this origin only.
+    response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
+
+
+async def _start_backplane(app: web.Application) -> None:
+    settings = app[SETTINGS]
+    await app[BACKPLANE].start(app[HUB])
+    log.info(
+        "node %s ready on port %s (backplane %s)", settings.node_id, settings.port, app[BACKPLANE].name
+    )
+    if not app[DIRECTORY].names():
+        log.warning(
+            "no users yet in %s: add one with `python -m app users add NAME` (or `make user NAME=alice`)",
+            settings.users_file,
+        )
+
+
+async def _drain(app: web.Application) -> None:
+    log.info("node %s draining: closing SockJS sessions", app[SETTINGS].node_id)
+    await app[SOCKJS].close_all()
+
+
+async def _stop_backplane(app: web.Application) -> None:
+    await app[BACKPLANE].close()
+    log.info("node %s stopped", app[SETTINGS].node_id)

@@ -1,0 +1,1 @@
+"""Transports: how clients reach the core (SockJS sessions carrying STOMP)."""

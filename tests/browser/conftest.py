@@ -1,0 +1,255 @@
+"""Browser fixtures: a real Warren server in a subprocess and headless Debian Chromium driven by Playwright.
+
+The server is started the way an operator starts it (``python -m app`` with ``PORT``, ``USERS_FILE``,
+``SECRET_KEY``), with users made by the CLI (``python -m app users add NAME --password-stdin``). It also gets
+``WARREN_SERVE_LEGACY=1`` so that ``/legacy/seed.html`` (tests/legacy/) is served.
+
+Chromium is Debian's (``/usr/bin/chromium``); Playwright never downloads a browser here. Without it the tests are
+skipped with the reason; CI installs it.
+
+Users: ``alice`` and ``bob`` for the chat scenarios, ``carol`` and ``dave`` for the transport tests, so that a
+SockJS session still closing on the server after one test never takes mail meant for another test's receiver.
+Tests also put a fresh nonce into every message they send and only look at messages carrying it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path(os.environ.get("WARREN_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PASSWORD = "correct-horse-battery"
+USERS = ("alice", "bob", "carol", "dave")
+#: How long a user-visible change may take to show (Playwright's expect timeout), in milliseconds.
+UI_TIMEOUT_MS = 15_000
+SERVER_START_TIMEOUT = 30.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def fernet_key() -> str:
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()
+
+
+def add_user(users_file: Path, name: str, password: str = PASSWORD) -> None:
+    env = {**os.environ, "USERS_FILE": str(users_file)}
+    result = subprocess.run(
+        [sys.executable, "-m", "app", "users", "add", name, "--password-stdin"],
+        cwd=ROOT,
+        env=env,
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"`python -m app users add {name}` failed ({result.returncode}):\n{result.stderr}")
+
+
+@dataclass
+class WarrenServer:
+    """One ``python -m app`` process on a loopback port."""
+
+    workdir: Path
+    users: tuple[str, ...] = USERS
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_path = self.workdir / "server.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def users_file(self) -> Path:
+        return self.workdir / "users.json"
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no server log)"
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for name in self.users:
+            add_user(self.users_file, name)
+        self.port = free_port()
+        env = {
+            **os.environ,
+            "PORT": str(self.port),
+            "HOST": "127.0.0.1",
+            "USERS_FILE": str(self.users_file),
+            "SECRET_KEY": fernet_key(),
+            "WARREN_SERVE_LEGACY": "1",
+            "SHUTDOWN_TIMEOUT": "5",
+            "PYTHONUNBUFFERED": "1",
+        }
+        env.pop("AMQP_URL", None)
+        env.pop("CLOUDAMQP_URL", None)
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        self._wait_healthy()
+
+    def _wait_healthy(self) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        last_error = "no answer yet"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"`python -m app` exited with {self.process.returncode} before serving:\n{self.log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as response:
+                    if response.status == 200:
+                        return
+                    last_error = f"HTTP {response.status}"
+            except (urllib.error.URLError, OSError) as exc:
+                last_error = str(exc)
+            time.sleep(0.1)  # poll interval, not a wait for an outcome
+        self.stop()
+        raise AssertionError(
+            f"Warren did not answer /healthz within {SERVER_START_TIMEOUT:.0f} s ({last_error}):\n{self.log_tail()}"
+        )
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+def _require_web_dependencies() -> None:
+    if not (ROOT / "web" / "node_modules" / "sockjs-client" / "dist" / "sockjs.min.js").is_file():
+        pytest.fail("web/node_modules is missing: run `make deps` (or `npm install` in web/) before the browser tests")
+
+
+@pytest.fixture(scope="session")
+def warren(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WarrenServer]:
+    """A Warren server (memory backplane) with the users alice, bob, carol and dave."""
+    _require_web_dependencies()
+    server = WarrenServer(tmp_path_factory.mktemp("warren"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[object]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium); CI installs it")
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=UI_TIMEOUT_MS)
+    playwright = sync_playwright().start()
+    try:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+    finally:
+        playwright.stop()
+
+
+@dataclass
+class BrowserUser:
+    """One person at one browser: a separate context (own cookies) and its page."""
+
+    name: str
+    context: object
+    page: object
+    errors: list[str]
+
+
+@pytest.fixture
+def open_browser(chromium: object) -> Iterator[Callable[[str], BrowserUser]]:
+    """Open a fresh browser context for a user; every page is closed (and its errors checked) after the test."""
+    opened: list[BrowserUser] = []
+
+    def open_for(name: str) -> BrowserUser:
+        context = chromium.new_context(viewport={"width": 1100, "height": 900})  # type: ignore[attr-defined]
+        context.set_default_timeout(UI_TIMEOUT_MS)
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
+        page.on(
+            "console",
+            lambda message: errors.append(f"console.error: {message.text}") if message.type == "error" else None,
+        )
+        user = BrowserUser(name, context, page, errors)
+        opened.append(user)
+        return user
+
+    yield open_for
+
+    problems = []
+    for user in opened:
+        # Leave the chat cleanly (STOMP DISCONNECT) so no half-closed session lingers on the server.
+        try:
+            user.page.evaluate("() => window.warren && window.warren.disconnect && window.warren.disconnect()")  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - the page may already be gone or be the legacy page
+            pass
+        try:
+            user.page.evaluate("() => typeof disconnect === 'function' && disconnect()")  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001
+            pass
+        user.context.close()  # type: ignore[attr-defined]
+        if user.errors:
+            problems.append(f"{user.name}: " + "; ".join(user.errors))
+    if problems:
+        pytest.fail("JavaScript errors in the page:\n" + "\n".join(problems))
+
+
+@pytest.fixture
+def nonce() -> str:
+    """A token unique to this test, put into every message it sends."""
+    return uuid.uuid4().hex[:8]
+
+
+def chromium_available() -> bool:
+    return CHROMIUM.exists() and shutil.which(str(CHROMIUM)) is not None
