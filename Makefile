@@ -25,7 +25,9 @@ $(STAMP_WEB): web/package.json
 test: deps
 	$(PY) -m ruff check app tests bench
 	$(PY) -m mypy
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m 'not browser' $(PYTEST_ARGS)
+	# Browser tests in their own run: Playwright's sync API owns the event loop of the process it runs in.
+	$(PY) -m pytest -q -m browser $(PYTEST_ARGS)
 
 lint: deps
 	$(PY) -m ruff check app tests bench

@@ -11,12 +11,12 @@ from .config import Settings
 from .core.abc import Backplane
 from .core.hub import Hub
 
-if TYPE_CHECKING:  # the transport imports this module
-
-    pass
+if TYPE_CHECKING:
+    # Only for the annotation: the transport imports this module at run time.
+    from .transport.sockjs import WarrenSessionManager
 
 SETTINGS = web.AppKey("settings", Settings)
 DIRECTORY = web.AppKey("directory", UserDirectory)
 BACKPLANE = web.AppKey("backplane", Backplane)
 HUB = web.AppKey("hub", Hub)
-SOCKJS: "web.AppKey[WarrenSessionManager]" = web.AppKey("sockjs")
+SOCKJS: web.AppKey[WarrenSessionManager] = web.AppKey("sockjs")

@@ -93,9 +93,7 @@ NodeFactory = Callable[..., Awaitable[Node]]
 
 
 @pytest.fixture
-async def node_factory(
-    backplane_kind: str, users_file: Path, secret_key: bytes
-) -> AsyncIterator[NodeFactory]:
+async def node_factory(backplane_kind: str, users_file: Path, secret_key: bytes) -> AsyncIterator[NodeFactory]:
     servers: list[TestServer] = []
     clients: list[StompClient] = []
 

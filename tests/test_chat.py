@@ -19,7 +19,9 @@ async def online(node: Node, user: str, clients: list[StompClient], ack: str = "
     return client
 
 
-async def test_two_users_chat_both_ways(node: Node, make_user: Callable[[str], str], stomp_clients: list[StompClient]) -> None:
+async def test_two_users_chat_both_ways(
+    node: Node, make_user: Callable[[str], str], stomp_clients: list[StompClient]
+) -> None:
     alice, bob = make_user("alice"), make_user("bob")
     a = await online(node, alice, stomp_clients)
     b = await online(node, bob, stomp_clients)
@@ -31,12 +33,14 @@ async def test_two_users_chat_both_ways(node: Node, make_user: Callable[[str], s
     assert got["from"] == alice and got["to"] == bob and got["content"] == "hi bob"
     assert isinstance(got["ts"], int) and len(got["id"]) == 32
 
-    await b.send_chat(alice, "hello alice ✓ «quotes» \"and\" \n newlines")
+    await b.send_chat(alice, 'hello alice ✓ «quotes» "and" \n newlines')
     got = await a.next_message()
-    assert got["from"] == bob and got["content"] == "hello alice ✓ «quotes» \"and\" \n newlines"
+    assert got["from"] == bob and got["content"] == 'hello alice ✓ «quotes» "and" \n newlines'
 
 
-async def test_connected_frame_names_user_and_negotiates(node: Node, make_user: Callable[[str], str], stomp_clients: list[StompClient]) -> None:
+async def test_connected_frame_names_user_and_negotiates(
+    node: Node, make_user: Callable[[str], str], stomp_clients: list[StompClient]
+) -> None:
     alice = make_user("alice")
     client = await node.client(alice)
     stomp_clients.append(client)
@@ -46,7 +50,9 @@ async def test_connected_frame_names_user_and_negotiates(node: Node, make_user: 
     assert frame.headers["heart-beat"] == "10000,10000"
 
 
-async def test_every_tab_gets_the_message(node: Node, make_user: Callable[[str], str], stomp_clients: list[StompClient]) -> None:
+async def test_every_tab_gets_the_message(
+    node: Node, make_user: Callable[[str], str], stomp_clients: list[StompClient]
+) -> None:
     alice, bob = make_user("alice"), make_user("bob")
     a = await online(node, alice, stomp_clients)
     tabs = [await online(node, bob, stomp_clients) for _ in range(3)]
@@ -55,7 +61,9 @@ async def test_every_tab_gets_the_message(node: Node, make_user: Callable[[str],
         assert (await tab.next_message())["content"] == "to every tab"
 
 
-async def test_offline_mail_arrives_in_order_on_subscribe(node: Node, make_user: Callable[[str], str], stomp_clients: list[StompClient]) -> None:
+async def test_offline_mail_arrives_in_order_on_subscribe(
+    node: Node, make_user: Callable[[str], str], stomp_clients: list[StompClient]
+) -> None:
     alice, bob = make_user("alice"), make_user("bob")
     a = await online(node, alice, stomp_clients)
     for i in range(20):
@@ -69,7 +77,9 @@ async def test_offline_mail_arrives_in_order_on_subscribe(node: Node, make_user:
     assert contents == [f"offline {i}" for i in range(25)]
 
 
-async def test_mailbox_mail_is_delivered_once(node: Node, make_user: Callable[[str], str], stomp_clients: list[StompClient]) -> None:
+async def test_mailbox_mail_is_delivered_once(
+    node: Node, make_user: Callable[[str], str], stomp_clients: list[StompClient]
+) -> None:
     alice, bob = make_user("alice"), make_user("bob")
     a = await online(node, alice, stomp_clients)
     await a.send_chat(bob, "once", receipt="r")
@@ -87,24 +97,32 @@ async def test_mailbox_mail_is_delivered_once(node: Node, make_user: Callable[[s
     assert (await b2.next_message())["content"] == "live"
 
 
-async def test_rest_pull_returns_and_removes_offline_mail(node: Node, make_user: Callable[[str], str], stomp_clients: list[StompClient]) -> None:
+async def test_rest_pull_returns_and_removes_offline_mail(
+    node: Node, make_user: Callable[[str], str], stomp_clients: list[StompClient]
+) -> None:
     alice, bob = make_user("alice"), make_user("bob")
     http_a = await node.http_for(alice)
     for text in ("one", "two", "three"):
         async with http_a.post(f"{node.url}/wsTemplate/sendToUser", data={"receiver": bob, "msg": text}) as resp:
             assert resp.status == 200, await resp.text()
     http_b = await node.http_for(bob)
-    async with http_b.post(f"{node.url}/wsTemplate/pullUnreadMessage", data={"destination": "/user/topic/reply"}) as resp:
+    async with http_b.post(
+        f"{node.url}/wsTemplate/pullUnreadMessage", data={"destination": "/user/topic/reply"}
+    ) as resp:
         body = await resp.json()
     assert body["code"] == "200"
     assert [json.loads(item)["content"] for item in body["result"]] == ["one", "two", "three"]
-    async with http_b.post(f"{node.url}/wsTemplate/pullUnreadMessage", data={"destination": "/user/topic/reply"}) as resp:
+    async with http_b.post(
+        f"{node.url}/wsTemplate/pullUnreadMessage", data={"destination": "/user/topic/reply"}
+    ) as resp:
         assert (await resp.json())["result"] == []
     await http_a.close()
     await http_b.close()
 
 
-async def test_unacknowledged_mail_comes_back_on_next_connection(node: Node, make_user: Callable[[str], str], stomp_clients: list[StompClient]) -> None:
+async def test_unacknowledged_mail_comes_back_on_next_connection(
+    node: Node, make_user: Callable[[str], str], stomp_clients: list[StompClient]
+) -> None:
     alice, bob = make_user("alice"), make_user("bob")
     a = await online(node, alice, stomp_clients)
     b = await online(node, bob, stomp_clients, ack="client-individual")
@@ -122,7 +140,9 @@ async def test_unacknowledged_mail_comes_back_on_next_connection(node: Node, mak
     assert again.headers["message-id"] == second.headers["message-id"]
 
 
-async def test_message_to_unknown_user_is_refused_on_errors_channel(node: Node, make_user: Callable[[str], str], stomp_clients: list[StompClient]) -> None:
+async def test_message_to_unknown_user_is_refused_on_errors_channel(
+    node: Node, make_user: Callable[[str], str], stomp_clients: list[StompClient]
+) -> None:
     alice = make_user("alice")
     a = await online(node, alice, stomp_clients)
     await a.subscribe("/user/queue/errors", sub_id="errors")

@@ -25,7 +25,9 @@ class Received:
     closed: asyncio.Future[tuple[int, str]] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
-async def sign_in(base_url: str, username: str, password: str, *, session: aiohttp.ClientSession | None = None) -> aiohttp.ClientSession:
+async def sign_in(
+    base_url: str, username: str, password: str, *, session: aiohttp.ClientSession | None = None
+) -> aiohttp.ClientSession:
     """An aiohttp session holding ``username``'s cookie."""
     session = session or aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
     async with session.post(f"{base_url}/login", json={"username": username, "password": password}) as response:
@@ -75,7 +77,9 @@ class StompClient:
     async def send_frame(self, command: str, headers: Mapping[str, str], body: bytes = b"") -> None:
         await self.send_raw(encode(command, dict(headers), body, version=self.version))
 
-    async def subscribe(self, destination: str = "/user/topic/reply", sub_id: str = "sub-0", ack: str = "auto", *, receipt: bool = True) -> None:
+    async def subscribe(
+        self, destination: str = "/user/topic/reply", sub_id: str = "sub-0", ack: str = "auto", *, receipt: bool = True
+    ) -> None:
         headers = {"destination": destination, "id": sub_id, "ack": ack}
         if receipt:
             self._receipts += 1

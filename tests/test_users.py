@@ -1,0 +1,90 @@
+"""The user directory, the username rules and the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.auth.users import PasswordTooShort, UserDirectory
+from app.core.errors import InvalidUsername
+from app.core.identity import normalize_username, user_token
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_passwords_are_hashed_and_verified(tmp_path: Path) -> None:
+    directory = UserDirectory(tmp_path / "users.json")
+    directory.add("alice", "correct-horse")
+    assert directory.verify("alice", "correct-horse")
+    assert not directory.verify("alice", "wrong-horse")
+    assert not directory.verify("mallory", "correct-horse")
+    stored = (tmp_path / "users.json").read_text()
+    assert "correct-horse" not in stored
+    assert json.loads(stored)["users"]["alice"]["kdf"].startswith("scrypt")
+
+
+def test_a_second_process_sees_new_users(tmp_path: Path) -> None:
+    path = tmp_path / "users.json"
+    reader = UserDirectory(path)
+    assert not reader.exists("bob")
+    UserDirectory(path).add("bob", "long-enough")
+    assert reader.exists("bob")
+
+
+def test_password_change_bumps_the_session_generation(tmp_path: Path) -> None:
+    directory = UserDirectory(tmp_path / "users.json")
+    directory.add("alice", "password-1")
+    assert directory.generation("alice") == 0
+    directory.add("alice", "password-2")
+    assert directory.generation("alice") == 1
+
+
+def test_short_passwords_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(PasswordTooShort):
+        UserDirectory(tmp_path / "u.json").add("alice", "short")
+
+
+@pytest.mark.parametrize("name", ["", "a b", "a/b", "tab\there", "x" * 65, "semi;colon", "per%cent"])
+def test_usernames_outside_the_rules_are_refused(name: str) -> None:
+    with pytest.raises(InvalidUsername):
+        normalize_username(name)
+
+
+@pytest.mark.parametrize("name", ["alice", "a.b", "a*", "#", "*.x", "ü", "名前", "a_2e_b", "bob@example.com"])
+def test_odd_but_allowed_usernames(name: str) -> None:
+    assert normalize_username(name) == name
+
+
+def test_user_tokens_are_injective_and_wildcard_free() -> None:
+    names = ["a.b", "a*", "#", "*.x", "ü", "a_2e_b", "a_b", "a-b", "ab", "A.b", "a_2e_", "_"]
+    tokens = [user_token(name) for name in names]
+    assert len(set(tokens)) == len(names)
+    for token in tokens:
+        assert not set(token) & set(".*#% ")
+    assert user_token("alice") == "alice"
+
+
+def run_cli(*args: str, users: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env={"USERS_FILE": str(users), "PATH": "/usr/bin:/bin"},
+        cwd=ROOT,
+        timeout=60,
+    )
+
+
+def test_cli_add_list_remove(tmp_path: Path) -> None:
+    users = tmp_path / "users.json"
+    assert run_cli("users", "add", "alice", "--password-stdin", users=users, stdin="long-password\n").returncode == 0
+    assert run_cli("users", "list", users=users).stdout.split() == ["alice"]
+    refused = run_cli("users", "add", "a b", "--password-stdin", users=users, stdin="long-password\n")
+    assert refused.returncode == 2 and "not allowed in a username" in refused.stderr
+    assert run_cli("users", "remove", "alice", users=users).returncode == 0
+    assert run_cli("users", "list", users=users).stdout == ""
