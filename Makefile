@@ -5,12 +5,17 @@ PY := $(VENV)/bin/python
 STAMP_PY := $(VENV)/.installed
 STAMP_WEB := web/node_modules/.installed
 
-.PHONY: run test lint typecheck bench soak clean deps conformance
+.PHONY: run test lint typecheck bench soak clean deps conformance user
 
 run: deps
 	$(PY) -m app
 
 deps: $(STAMP_PY) $(STAMP_WEB)
+
+# make user NAME=alice  (asks for the password)
+user: $(STAMP_PY)
+	@test -n "$(NAME)" || (echo 'usage: make user NAME=alice' >&2; exit 2)
+	$(PY) -m app users add '$(NAME)'
 
 $(STAMP_PY): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -50,6 +50,7 @@ class Settings:
     disconnect_delay_seconds: float = 5.0
     shutdown_timeout_seconds: float = 25.0
     metrics_enabled: bool = True
+    metrics_token: str | None = None
     web_root: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent / "web")
 
     @property
@@ -88,6 +89,7 @@ class Settings:
             disconnect_delay_seconds=_duration(env, "SOCKJS_DISCONNECT_DELAY", 5.0),
             shutdown_timeout_seconds=_duration(env, "SHUTDOWN_TIMEOUT", 25.0),
             metrics_enabled=_boolean(env, "METRICS_ENABLED", True),
+            metrics_token=_text(env, "METRICS_TOKEN"),
         )
         return settings
 

@@ -22,6 +22,7 @@ from .config import Settings
 from .core.abc import Backplane
 from .core.hub import Hub
 from .keys import BACKPLANE, DIRECTORY, HUB, SETTINGS, SOCKJS
+from .metrics import add_metrics
 from .transport.sockjs import WarrenSessionManager, add_sockjs_endpoint
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ def create_app(
 
     api.add_routes(app)
     add_sockjs_endpoint(app, manager)
+    add_metrics(app)
     _add_web_routes(app, settings.web_root, legacy_page_dir)
 
     app.on_startup.append(_start_backplane)

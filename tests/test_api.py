@@ -12,6 +12,7 @@ from cryptography.fernet import Fernet
 from app.auth.sessions import COOKIE_NAME
 from app.config import generate_secret_key
 from tests.conftest import PASSWORD, Node
+from tests.support.stomp_client import StompClient
 
 
 def fresh_http() -> aiohttp.ClientSession:
@@ -161,3 +162,29 @@ async def test_health_and_readiness(node: Node) -> None:
             assert resp.status == 200
         async with http.get(f"{node.url}/readyz") as resp:
             assert resp.status == 200 and (await resp.json())["status"] == "ready"
+
+
+async def test_metrics_count_what_was_sent(
+    node: Node, make_user: Callable[[str], str], stomp_clients: list[StompClient]
+) -> None:
+    from tests.test_chat import online
+
+    alice, bob = make_user("alice"), make_user("bob")
+    a = await online(node, alice, stomp_clients)
+    b = await online(node, bob, stomp_clients)
+    for i in range(7):
+        await a.send_chat(bob, f"m{i}")
+    for _ in range(7):
+        await b.next_message()
+    await a.send_chat("nobody-x", "refused")
+    async with fresh_http() as http, http.get(f"{node.url}/metrics") as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line[:1] != "#"}
+    assert samples["warren_messages_accepted_total"] == 7
+    assert samples["warren_messages_delivered_live_total"] == 7
+    assert samples['warren_messages_refused_total{reason="unknown-user"}'] == 1
+    assert samples['warren_sessions{transport="websocket"}'] == 1  # a's session closed after the refusal
+    assert samples["warren_users_bound"] == 1
+    assert samples["warren_publish_seconds_count"] == 7
+    assert samples["warren_delivery_seconds_count"] == 7

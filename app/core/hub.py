@@ -24,7 +24,9 @@ it (at-most-once past the write, as STOMP's ``ack:auto`` means).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,6 +43,20 @@ MAILBOX_BATCH = 500
 HELD_WHILE_DRAINING_MAX = 10_000
 
 
+class LatencyHistogram:
+    """A fixed-bucket histogram of seconds: a few list operations per observation, read at scrape time."""
+
+    BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(self.BUCKETS) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.total += seconds
+        self.counts[bisect.bisect_left(self.BUCKETS, seconds)] += 1
+
+
 @dataclass
 class HubStats:
     """Counters for /metrics; plain ints, cheap on the hot path."""
@@ -51,6 +67,10 @@ class HubStats:
     mailbox_delivered: int = 0
     returned_unacked: int = 0
     refused: dict[str, int] = field(default_factory=dict)
+    #: Time from send to the backplane's "stored" (for RabbitMQ: the publisher confirm).
+    publish_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    #: Time from acceptance on the sending node to the write into a receiver's connection here.
+    delivery_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
 
     def refuse(self, reason: str) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + 1
@@ -95,7 +115,9 @@ class Hub:
         try:
             self.check_message(receiver, content)
             envelope = Envelope.create(sender, receiver, content)
+            started = time.monotonic()
             result = await self.backplane.publish(envelope)
+            self.stats.publish_latency.observe(time.monotonic() - started)
         except Exception as exc:
             self.stats.refuse(getattr(exc, "reason", "internal"))
             raise
@@ -184,6 +206,7 @@ class Hub:
                 taken = True
         if taken:
             self.stats.delivered_live += 1
+            self.stats.delivery_latency.observe(max(0.0, time.time() - envelope.ts / 1000))
         return taken
 
     async def _drain_mailbox(self, user: str, presence: _Presence) -> None:

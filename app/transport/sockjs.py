@@ -27,7 +27,7 @@ from typing import Any
 
 import sockjs
 from aiohttp import web
-from sockjs import MsgType, SessionManager, SockjsMessage
+from sockjs import MsgType, SessionManager, SessionState, SockjsMessage
 from sockjs.protocol import Frame
 
 from ..auth.origins import origin_allowed
@@ -107,7 +107,7 @@ class WarrenSessionManager(SessionManager):  # type: ignore[misc]
             await self.remote_close(session)
 
     def open_sessions(self) -> Iterable[WarrenSession]:
-        return [s for s in self.sessions.values() if s.stomp is not None]
+        return [s for s in self.sessions.values() if s.stomp is not None and s.state is SessionState.OPEN]
 
     def count_by_transport(self) -> dict[str, int]:
         counts: dict[str, int] = {}
