@@ -25,7 +25,12 @@ from .core.errors import (
     UnknownUser,
     WarrenError,
 )
+from .core.limits import RateLimiter
 from .keys import BACKPLANE, DIRECTORY, HUB, SETTINGS
+
+#: Failed sign-ins allowed per username and per client address (buckets of 5 and 30, refilled over a minute):
+#: password guessing slows to a few tries a minute, while a user who mistyped twice never notices.
+LOGIN_LIMITS: web.AppKey[tuple[RateLimiter, RateLimiter]] = web.AppKey("login_limits")
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +110,18 @@ async def login(request: web.Request) -> web.Response:
     if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
         return error_response(400, "invalid-message", "send a username and a password")
     directory = request.app[DIRECTORY]
+    per_user, per_address = request.app[LOGIN_LIMITS]
+    user_bucket, address_bucket = per_user.bucket(username[:64]), per_address.bucket(request.remote or "")
+    if not user_bucket.available() or not address_bucket.available():
+        wait = max(user_bucket.retry_after(), address_bucket.retry_after())
+        log.warning("sign-in throttled for %r from %s", username[:64], request.remote)
+        return error_response(
+            429, "too-many-attempts", f"too many failed sign-ins: wait {wait:.0f} s", {"Retry-After": f"{wait:.0f}"}
+        )
     # The same answer for an unknown user and a wrong password, after the same amount of work.
     if not directory.verify(username, password):
+        user_bucket.take()
+        address_bucket.take()
         log.info("sign-in refused for %r from %s", username[:64], request.remote)
         return error_response(401, "bad-credentials", "wrong username or password")
     await start_session(request, username, directory.generation(username) or 0)
@@ -202,6 +217,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
+    app[LOGIN_LIMITS] = (RateLimiter(5 / 60, 5), RateLimiter(30 / 60, 30))
     app.router.add_post("/login", login)
     app.router.add_post("/logout", logout)
     app.router.add_get("/api/me", me)

@@ -49,6 +49,12 @@ class Settings:
     heartbeat_seconds: float = 25.0
     disconnect_delay_seconds: float = 5.0
     shutdown_timeout_seconds: float = 25.0
+    #: Messages per second one user may send through one node (0: no limit), and the burst allowed above it.
+    message_rate: float = 50.0
+    message_burst: int = 200
+    connection_message_rate: float = 30.0
+    connection_message_burst: int = 100
+    max_sessions_per_user: int = 32
     metrics_enabled: bool = True
     metrics_token: str | None = None
     web_root: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent / "web")
@@ -88,6 +94,11 @@ class Settings:
             heartbeat_seconds=_duration(env, "SOCKJS_HEARTBEAT", 25.0),
             disconnect_delay_seconds=_duration(env, "SOCKJS_DISCONNECT_DELAY", 5.0),
             shutdown_timeout_seconds=_duration(env, "SHUTDOWN_TIMEOUT", 25.0),
+            message_rate=float(_integer(env, "MESSAGE_RATE", 50, 0, 1_000_000)),
+            message_burst=_integer(env, "MESSAGE_BURST", 200, 1, 1_000_000),
+            connection_message_rate=float(_integer(env, "CONNECTION_MESSAGE_RATE", 30, 0, 1_000_000)),
+            connection_message_burst=_integer(env, "CONNECTION_MESSAGE_BURST", 100, 1, 1_000_000),
+            max_sessions_per_user=_integer(env, "MAX_SESSIONS_PER_USER", 32, 1, 100_000),
             metrics_enabled=_boolean(env, "METRICS_ENABLED", True),
             metrics_token=_text(env, "METRICS_TOKEN"),
         )

@@ -42,7 +42,16 @@ def create_app(
 ) -> web.Application:
     directory = directory or UserDirectory(settings.users_file)
     backplane = backplane or create_backplane(settings)
-    hub = Hub(backplane, directory, max_message_bytes=settings.max_message_bytes)
+    hub = Hub(
+        backplane,
+        directory,
+        max_message_bytes=settings.max_message_bytes,
+        message_rate=settings.message_rate,
+        message_burst=settings.message_burst,
+        max_sessions_per_user=settings.max_sessions_per_user,
+        connection_message_rate=settings.connection_message_rate,
+        connection_message_burst=settings.connection_message_burst,
+    )
 
     app = web.Application(
         middlewares=[session_middleware_for(settings.secret_keys, settings.session_max_age), api.origin_middleware],

@@ -75,6 +75,14 @@ class RateLimited(WarrenError):
         self.retry_after = retry_after
 
 
+class TooManySessions(WarrenError):
+    reason = "too-many-sessions"
+
+    def __init__(self, username: str, limit: int) -> None:
+        super().__init__(f"{username!r} already has {limit} connections on this node; close a tab and retry")
+        self.limit = limit
+
+
 class ShuttingDown(WarrenError):
     reason = "shutting-down"
 

@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 
 from .abc import Backplane, PublishResult, Subscriber, UserDirectory
 from .envelope import Envelope
-from .errors import InvalidMessage, MessageTooLarge, UnknownUser
+from .errors import InvalidMessage, MessageTooLarge, RateLimited, TooManySessions, UnknownUser
+from .limits import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +87,27 @@ class _Presence:
 class Hub:
     """Implements ``Inbox`` for the backplane and the send/subscribe API for the transports."""
 
-    def __init__(self, backplane: Backplane, directory: UserDirectory, *, max_message_bytes: int) -> None:
+    def __init__(
+        self,
+        backplane: Backplane,
+        directory: UserDirectory,
+        *,
+        max_message_bytes: int,
+        message_rate: float = 0,
+        message_burst: float = 1,
+        max_sessions_per_user: int = 1_000_000,
+        connection_message_rate: float = 0,
+        connection_message_burst: float = 1,
+    ) -> None:
         self.backplane = backplane
         self.directory = directory
         self.max_message_bytes = max_message_bytes
+        self.max_sessions_per_user = max_sessions_per_user
+        # Read by each STOMP connection for its own bucket: one runaway tab cannot use a user's whole allowance.
+        self.connection_message_rate = connection_message_rate
+        self.connection_message_burst = connection_message_burst
+        # Per sender, shared by every connection and the HTTP API on this node; 0 turns it off.
+        self._send_limits = RateLimiter(message_rate, message_burst) if message_rate > 0 else None
         self.stats = HubStats()
         self._presence: dict[str, _Presence] = {}
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
@@ -113,6 +131,13 @@ class Hub:
     async def send(self, sender: str, receiver: str, content: str) -> tuple[Envelope, PublishResult]:
         """Accept a message from ``sender`` (always the signed-in user, never a client field)."""
         try:
+            if self._send_limits is not None:
+                bucket = self._send_limits.bucket(sender)
+                if not bucket.take():
+                    raise RateLimited(
+                        f"too many messages: at most {bucket.rate:g} per second (bursts of {bucket.burst:g})",
+                        bucket.retry_after(),
+                    )
             self.check_message(receiver, content)
             envelope = Envelope.create(sender, receiver, content)
             started = time.monotonic()
@@ -131,6 +156,8 @@ class Hub:
             async with lock:
                 presence = self._presence.get(user)
                 if presence is not None:
+                    if len(presence.subscribers) >= self.max_sessions_per_user:
+                        raise TooManySessions(user, self.max_sessions_per_user)
                     presence.subscribers.append(subscriber)
                     return
                 presence = _Presence([subscriber])

@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..core.envelope import Envelope
-from ..core.errors import WarrenError
+from ..core.errors import RateLimited, WarrenError
 from ..core.hub import Hub
+from ..core.limits import TokenBucket
 from .frames import Frame, FrameError, FrameParser, Limits, encode
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class CloseCode(enum.IntEnum):
     PROTOCOL_ERROR = 4002
     HEARTBEAT_TIMEOUT = 4003
     SLOW_CONSUMER = 4008
+    REFUSED = 4009
     SHUTTING_DOWN = 4012
 
 
@@ -112,6 +114,8 @@ class StompConnection:
         self._last_sent = time.monotonic()
         self._last_received = time.monotonic()
         self._timer: asyncio.TimerHandle | None = None
+        rate, burst = hub.connection_message_rate, hub.connection_message_burst
+        self._send_bucket = TokenBucket(rate, burst) if rate > 0 else None
 
     # -- Subscriber -----------------------------------------------------------------------------------------
 
@@ -278,8 +282,14 @@ class StompConnection:
         self._subscriptions[sub_id] = _Subscription(sub_id, channel, ack)
         self._receipt(frame)
         if channel is Channel.REPLY and not self._online:
+            # Online before the await: a close during the bind must still take this connection out of the hub.
             self._online = True
-            await self.hub.subscribe(self)
+            try:
+                await self.hub.subscribe(self)
+            except WarrenError as exc:
+                self._online = False
+                del self._subscriptions[sub_id]
+                self._fail(CloseCode.REFUSED, exc.reason, str(exc), frame)
 
     async def _on_unsubscribe(self, frame: Frame) -> None:
         sub_id = frame.get("id") or (frame.get("destination") if self.version == "1.0" else None)
@@ -301,6 +311,11 @@ class StompConnection:
             raise FrameError(f"cannot SEND to {str(destination)[:60]!r}: use /message/chat")
         receipt = frame.get("receipt")
         try:
+            if self._send_bucket is not None and not self._send_bucket.take():
+                raise RateLimited(
+                    f"this connection sends too fast: at most {self._send_bucket.rate:g} messages per second",
+                    self._send_bucket.retry_after(),
+                )
             receiver, content = _chat_fields(frame.body)
             await self.hub.send(self.user, receiver, content)
         except WarrenError as exc:
