@@ -23,8 +23,9 @@ $(STAMP_PY): setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test,deploy]'
 	touch $@
 
-$(STAMP_WEB): web/package.json
-	cd web && npm install --no-audit --no-fund --loglevel=error
+$(STAMP_WEB): web/package.json web/package-lock.json
+	# stompjs 2.3.3 lists Node-only optional packages with install scripts; browsers never load them.
+	cd web && npm ci --omit=optional --ignore-scripts --no-audit --no-fund --loglevel=error
 	touch $@
 
 test: deps

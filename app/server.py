@@ -10,6 +10,7 @@ mailboxes or to the nodes they reconnect to — then the backplane closes. The w
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -77,6 +78,12 @@ def create_app(
     return app
 
 
+#: The page's own files under /static/, and the npm files the pages load under /vendor/ (dist folders only:
+#: nothing else in node_modules is served).
+PAGE_FILES = ("app.js", "style.css")
+VENDOR_DIRS = ("sockjs-client/dist", "@stomp/stompjs/bundles", "stompjs/lib", "jquery/dist")
+
+
 def _add_web_routes(app: web.Application, web_root: Path, legacy_page_dir: Path | None) -> None:
     index = web_root / "index.html"
 
@@ -84,12 +91,23 @@ def _add_web_routes(app: web.Application, web_root: Path, legacy_page_dir: Path 
         return web.FileResponse(index, headers={"Content-Security-Policy": _PAGE_CSP, "Cache-Control": "no-cache"})
 
     app.router.add_get("/", page)
-    app.router.add_static("/static/", web_root, show_index=False, follow_symlinks=False)
-    vendor = web_root / "node_modules"
-    vendor.mkdir(exist_ok=True)
-    app.router.add_static("/vendor/", vendor, show_index=False, follow_symlinks=False)
+    for name in PAGE_FILES:
+        app.router.add_get(f"/static/{name}", _file_handler(web_root / name))
+    for folder in VENDOR_DIRS:
+        path = web_root / "node_modules" / folder
+        if path.is_dir():
+            app.router.add_static(f"/vendor/{folder}/", path, show_index=False, follow_symlinks=False)
+        else:
+            log.warning("web/node_modules/%s is missing: run `make deps` (npm install in web/)", folder)
     if legacy_page_dir is not None:
         app.router.add_static("/legacy/", legacy_page_dir, show_index=False)
+
+
+def _file_handler(path: Path) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def serve(_request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
+
+    return serve
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:

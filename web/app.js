@@ -14,7 +14,9 @@
   const CHAT_CHANNEL = '/user/topic/reply';
   const ERROR_CHANNEL = '/user/queue/errors';
   const SEND_DESTINATION = '/message/chat';
-  const RECONNECT_DELAY_MS = 3000;
+  // Reconnect after 1 s, then 2, 4, 8 … up to 30 s between tries; back to 1 s after a successful connect.
+  const RECONNECT_DELAY_MS = 1000;
+  const MAX_RECONNECT_DELAY_MS = 30000;
   const DISCONNECT_GRACE_MS = 2000;
   const TRANSPORTS = [
     'websocket', 'xhr-streaming', 'eventsource', 'iframe-eventsource', 'htmlfile', 'iframe-htmlfile',
@@ -72,6 +74,7 @@
     connected: false,
     subscribed: false,
     seenIds: new Set(),
+    stopping: null, // promise of a disconnect under way
     pending: new Map(), // receipt id -> outgoing <li>
     sendCounter: 0,
   };
@@ -383,6 +386,8 @@
         return sock;
       },
       reconnectDelay: RECONNECT_DELAY_MS,
+      reconnectTimeMode: window.StompJs.ReconnectionTimeMode.EXPONENTIAL,
+      maxReconnectDelay: MAX_RECONNECT_DELAY_MS,
       connectionTimeout: 20000,
       heartbeatIncoming: 20000,
       heartbeatOutgoing: 20000,
@@ -449,24 +454,36 @@
     client.activate();
   }
 
-  /** Stop the current client (if any) without waiting; returns a promise that settles when it is closed. */
+  /**
+   * Stop the current client (if any). The page says "Disconnecting…" until the connection is really closed
+   * (the server acknowledged DISCONNECT, or a grace period passed and the socket was dropped).
+   * Returns a promise that settles then; calling it again while a stop is under way returns the same promise.
+   */
   function stopClient() {
     const client = state.client;
+    if (!client) return state.stopping || Promise.resolve();
     state.generation += 1; // late events of the old client are ignored from here on
     state.client = null;
     state.sock = null;
     state.connected = false;
     abandonPending();
-    setConnectionState('disconnected', 'Disconnected');
-    if (!client) return Promise.resolve();
+    setConnectionState('disconnecting', 'Disconnecting…');
     const graceful = client.deactivate();
     const timeout = new Promise((resolve) => setTimeout(resolve, DISCONNECT_GRACE_MS));
-    return Promise.race([graceful, timeout]).then(() => {
-      if (client.active || (client.webSocket && client.webSocket.readyState !== 3)) {
-        return client.deactivate({ force: true });
-      }
-      return undefined;
-    }).catch(() => undefined);
+    const stopping = Promise.race([graceful, timeout])
+      .then(() => {
+        if (client.active || (client.webSocket && client.webSocket.readyState !== 3)) {
+          return client.deactivate({ force: true });
+        }
+        return undefined;
+      })
+      .catch(() => undefined)
+      .then(() => {
+        if (state.stopping === stopping) state.stopping = null;
+        if (!state.client) setConnectionState('disconnected', 'Disconnected');
+      });
+    state.stopping = stopping;
+    return stopping;
   }
 
   // -- sign in / out ------------------------------------------------------------------------------------------
@@ -604,6 +621,8 @@
     subscribed: () => state.connected && state.subscribed,
     /** The signed-in user, or null. */
     user: () => state.user,
+    /** Disconnect like the Disconnect button; resolves when the connection is closed. */
+    disconnect: () => stopClient(),
   });
 
   start();
