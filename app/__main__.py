@@ -134,11 +134,12 @@ def broker_command(settings: Settings) -> int:
     from .backplane.rabbitmq import setup_broker
 
     try:
-        asyncio.run(setup_broker(settings))
+        report = asyncio.run(setup_broker(settings, management_url=settings.rabbitmq_management_url))
     except WarrenError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print("broker topology and policies are in place")
+    for line in report:
+        print(line)
     return 0
 
 

@@ -35,6 +35,8 @@ class Settings:
     #: True when no SECRET_KEY was given and one was generated for this process.
     secret_key_generated: bool = False
     amqp_url: str | None = None
+    #: The broker's management HTTP API (policies); default: the AMQP host on port 15672 with the same credentials.
+    rabbitmq_management_url: str | None = None
     node_id: str = "local"
     users_file: Path = Path("users.json")
     max_message_bytes: int = 64 * 1024
@@ -81,6 +83,7 @@ class Settings:
             secret_keys=secret_keys,
             secret_key_generated=generated,
             amqp_url=amqp_url,
+            rabbitmq_management_url=_management_url(env),
             node_id=_node_id(env),
             users_file=Path(_text(env, "USERS_FILE") or "users.json"),
             max_message_bytes=_integer(env, "MAX_MESSAGE_BYTES", 64 * 1024, 1, 16 * 1024 * 1024),
@@ -196,6 +199,13 @@ def _node_id(env: Mapping[str, str]) -> str:
     if not _NODE_ID.match(raw):
         name = "NODE_ID" if _text(env, "NODE_ID") else "DYNO"
         raise ConfigurationError(f"{name}={raw!r}: use up to 100 letters, digits, '.', '_' or '-'")
+    return raw
+
+
+def _management_url(env: Mapping[str, str]) -> str | None:
+    raw = _text(env, "RABBITMQ_MANAGEMENT_URL")
+    if raw is not None and not re.match(r"^https?://", raw):
+        raise ConfigurationError("RABBITMQ_MANAGEMENT_URL must start with http:// or https://")
     return raw
 
 

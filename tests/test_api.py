@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
+from urllib.parse import quote
 
 import aiohttp
 import pytest
 from cryptography.fernet import Fernet
 
 from app.auth.sessions import COOKIE_NAME
+from app.backplane.topology import mailbox_queue_name
 from app.config import generate_secret_key
-from tests.conftest import PASSWORD, Node
+from tests.conftest import PASSWORD, Node, NodeFactory
 from tests.support.stomp_client import StompClient
 
 
@@ -99,18 +102,35 @@ async def test_the_sender_is_always_the_session_user(node: Node, make_user: Call
 
 
 async def test_mailbox_full_is_refused_clearly(
-    node_factory: Callable[..., object], make_user: Callable[[str], str]
+    node_factory: NodeFactory, backplane_kind: str, make_user: Callable[[str], str]
 ) -> None:
-    node: Node = await node_factory(mailbox_max=3)  # type: ignore[misc]
+    node = await node_factory(mailbox_max=3)
     alice, bob = make_user("alice"), make_user("bob")
+    if backplane_kind == "rabbitmq":
+        # On RabbitMQ the limit is a broker policy ops own; give bob's mailbox one of its own for this test.
+        await set_policy(f"test-{bob}", mailbox_queue_name(bob), {"max-length": 3, "overflow": "reject-publish"})
     http = await node.http_for(alice)
     statuses = []
     for i in range(5):
         async with http.post(f"{node.url}/api/messages", json={"to": bob, "content": f"m{i}"}) as resp:
             statuses.append((resp.status, (await resp.json()).get("error")))
     await http.close()
+    if backplane_kind == "rabbitmq":
+        await set_policy(f"test-{bob}", None, None)
     assert statuses[:3] == [(202, None)] * 3
     assert statuses[3:] == [(507, "mailbox-full")] * 2
+
+
+async def set_policy(name: str, queue: str | None, definition: dict[str, object] | None) -> None:
+    url = f"http://127.0.0.1:15672/api/policies/%2F/{quote(name, safe='')}"
+    async with aiohttp.ClientSession(auth=aiohttp.BasicAuth("guest", "guest")) as http:
+        if queue is None:
+            async with http.delete(url) as resp:
+                assert resp.status in (204, 404)
+            return
+        body = {"pattern": f"^{re.escape(queue)}$", "definition": definition, "priority": 100, "apply-to": "queues"}
+        async with http.put(url, json=body) as resp:
+            assert resp.status in (201, 204), await resp.text()
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ def create_backplane(settings: Settings) -> Backplane:
     if settings.amqp_url:
         from .rabbitmq import RabbitMQBackplane
 
-        backplane: Backplane = RabbitMQBackplane(settings)
+        backplane: Backplane = RabbitMQBackplane(settings, management_url=settings.rabbitmq_management_url)
         return backplane
     from .memory import MemoryBackplane
 

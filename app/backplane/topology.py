@@ -31,10 +31,12 @@ from urllib.parse import quote
 
 import aio_pika
 import aiohttp
+import aiormq
 from aio_pika.abc import AbstractChannel, AbstractExchange, ExchangeType
 from yarl import URL
 
 from ..config import Settings
+from ..core.errors import BackplaneUnavailable, ConfigurationError
 from ..core.identity import user_token
 
 log = logging.getLogger(__name__)
@@ -104,7 +106,8 @@ class Topology:
 
     @property
     def policy_pattern(self) -> str:
-        return "^" + re.escape(self.mailbox_queue_prefix)
+        # Only "." is special among the characters a prefix may hold.
+        return "^" + self.mailbox_queue_prefix.replace(".", r"\.")
 
 
 DEFAULT_TOPOLOGY = Topology()
@@ -303,21 +306,34 @@ async def setup_broker(
 ) -> list[str]:
     """``python -m app broker setup``: declare the exchanges and create the mailbox policy if absent.
 
-    Safe to run any number of times against a live deployment. Returns what it did, one line each. Raises
-    ``ValueError`` without an AMQP URL, and aio-pika / aiohttp errors when the broker cannot be reached.
+    Safe to run any number of times against a live deployment. Returns what it did, one line each, for the command
+    to print. Raises ``BackplaneUnavailable`` when the broker cannot be reached or refuses the exchanges. Not being
+    able to create the policy is not fatal (nodes run without it, with a warning): the returned lines say so.
     """
     if not settings.amqp_url:
-        raise ValueError("AMQP_URL is not set: there is no broker to set up")
+        raise ConfigurationError("AMQP_URL is not set: there is no broker to set up")
     report: list[str] = []
-    connection = await aio_pika.connect(
-        settings.amqp_url, timeout=10, client_properties={"connection_name": f"{settings.node_id} setup"}
-    )
     try:
-        channel = await connection.channel()
-        await declare_topology(channel, topology)
-        report.append(f"declared exchanges {topology.messages_exchange!r} and {topology.mailbox_exchange!r}")
-    finally:
-        await connection.close()
+        connection = await aio_pika.connect(
+            settings.amqp_url, timeout=10, client_properties={"connection_name": f"{settings.node_id} setup"}
+        )
+        try:
+            channel = await connection.channel()
+            await declare_topology(channel, topology)
+        finally:
+            await connection.close()
+    except (TimeoutError, aiormq.exceptions.AMQPError, ConnectionError, OSError) as exc:
+        raise BackplaneUnavailable(
+            f"could not declare Warren's exchanges on RabbitMQ: {exc or type(exc).__name__}"
+        ) from exc
+    report.append(f"declared exchanges {topology.messages_exchange!r} and {topology.mailbox_exchange!r}")
     api = ManagementAPI.from_amqp_url(settings.amqp_url, management_url)
-    report.append(await ensure_mailbox_policy(api, topology, MailboxLimits.from_settings(settings)))
+    try:
+        report.append(await ensure_mailbox_policy(api, topology, MailboxLimits.from_settings(settings)))
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        report.append(
+            f"WARNING: could not create the mailbox policy {topology.policy_name!r} through the management API at "
+            f"{api.base_url} ({exc or type(exc).__name__}); import rabbitmq/definitions.json, or set it in the "
+            "management UI (rabbitmq/README.md)"
+        )
     return report

@@ -186,9 +186,10 @@ class Hub:
                     if not presence.subscribers:
                         del self._presence[user]
                         await self.backplane.unbind(user)
-        for envelope in unacked:
-            await self.backplane.store(envelope)
-            self.stats.returned_unacked += 1
+                # Under the lock: a subscribe of the same user here waits, and its drain then finds this mail.
+                for envelope in unacked:
+                    await self.backplane.store(envelope)
+                    self.stats.returned_unacked += 1
 
     async def pull_mail(self, user: str, max_count: int) -> list[Envelope]:
         """Take and remove up to ``max_count`` of ``user``'s mailbox envelopes (the seed's REST pull)."""

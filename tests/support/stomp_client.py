@@ -47,6 +47,8 @@ class StompClient:
         self._parser = FrameParser(Limits(max_body=16 * 1024 * 1024))
         self._reader: asyncio.Task[None] | None = None
         self._receipts = 0
+        #: In a client-ack subscription, ACK every MESSAGE as soon as it is read (what a well-behaved client does).
+        self.auto_ack = False
 
     async def open(self) -> None:
         server = random.randint(0, 999)
@@ -126,6 +128,8 @@ class StompClient:
                 for text in json.loads(data[1:]):
                     for frame in self._parser.feed(text.encode()):
                         self.received.frames.put_nowait(frame)
+                        if self.auto_ack and frame.command == "MESSAGE" and "ack" in frame.headers:
+                            await self.send_frame("ACK", {"id": frame.headers["ack"]})
             elif data.startswith("c"):
                 code, reason = json.loads(data[1:])
                 if not self.received.closed.done():

@@ -1,0 +1,861 @@
+"""The RabbitMQ backplane: nodes that share nothing but a broker.
+
+Topology (names in ``app.backplane.topology``): every message is published, with publisher confirms, to the topic
+exchange ``warren.messages`` under ``user.<token>``. Each node owns one exclusive queue ``warren.node.<node_id>``,
+bound once per user online on that node. When no node has the user bound, the exchange's alternate exchange
+``warren.mailbox`` routes the message to the durable mailbox ``warren.mailbox.<token>``; when that does not exist
+either, the broker returns the message, and the publisher creates the mailbox and publishes again through
+``warren.messages`` (so it goes live if the user came online meanwhile). Mailbox limits (TTL, length, what a full
+mailbox does, when an unused one is deleted) are a broker policy that operators edit; Warren only creates it
+when it is missing.
+
+Guarantees, in terms of the contract in ``app.core.abc``:
+
+* **Stored before accepted.** ``publish`` and ``store`` return after the broker's confirm: the message sits in a
+  node queue or, persisted, in a mailbox. A full mailbox nacks and the call raises ``MailboxFull``. An unreachable
+  broker, or no confirm within ``publish_timeout`` (5 s), raises ``BackplaneUnavailable``; after a timeout the
+  broker may still have stored the message, so a retry can show up twice (with different ids).
+* **Order.** A node publishes on one channel and consumes its queue with one consumer whose deliveries one task
+  hands to ``Inbox.deliver`` and acknowledges in order, so messages published one after another from one node
+  to one receiver arrive in that order, live and from the mailbox. Publishes to one receiver that overlap in time
+  can swap places when the first of them has to create the receiver's mailbox.
+* **The bind race.** The hub binds, then drains the mailbox (``fetch_mail``) while holding live messages. A
+  message published before the binding existed was routed to the mailbox and is in it by the time bind-ok
+  arrives: routing hands it to the mailbox's queue process at once, and the hub's ``basic.get`` reaches that process
+  only after the bind-ok round trip. So it is in the hub's drain, and everything routed after the binding is live
+  and held behind it. (With a mailbox on another cluster node than the
+  publisher's, a message could in theory still be in transit; it stays in the mailbox, not lost.)
+* **Mail put back while the user is bound.** When this node ``store``s mail for a user bound here (a connection
+  closed with it unacknowledged, perhaps while another was coming online and draining), the worker then hands that
+  user's mailbox to ``Inbox.deliver``, in order, up to what it held when it started. Not when the envelope being
+  delivered is put straight back (no connection took it: it would only bounce again). Mail that another node
+  puts back waits for the user's next drain or REST pull: mailboxes are read on demand, never consumed.
+* **Broker connection loss.** The node's queue, its bindings and anything in it die with the connection; what was
+  already handed to this process is still delivered. Meanwhile messages for this node's users are unroutable,
+  so they go to mailboxes. On reconnect, aio-pika re-declares the exchanges, the node queue and the consumer;
+  Warren then re-binds every user still bound (from its own set: aio-pika would also restore bindings whose unbind
+  failed during the outage) and drains their mailboxes into ``Inbox.deliver`` before any live message that
+  arrived after the re-bind, so order holds across the outage. ``publish`` raises ``BackplaneUnavailable`` at once
+  while the connection is down.
+* **Shutdown.** ``close`` unbinds every user (their mail goes to mailboxes from then on), then hands over what was
+  already routed here: a marker sent to the node's own queue tells when all of it has come through. All within
+  ``SHUTDOWN_TIMEOUT``; whatever is still in the queue after that is lost with the connection.
+* **Failed deliveries.** When ``Inbox.deliver`` raises, the delivery is requeued after a pause that grows from
+  50 ms to 5 s, without holding up other deliveries; after ``MAX_DELIVERY_ATTEMPTS`` (8) it is dropped and logged
+  as an error (it could neither be delivered nor stored, e.g. its user left and their mailbox is full).
+* **Lost:** messages sitting in this node's queue, not yet handed over, when its broker connection dies; mail in a
+  mailbox that nobody read or checked for the policy's ``expires`` (4 x the message TTL by default; a user coming
+  online checks it, publishing does not count); mail older than the message TTL; deliveries dropped as above.
+
+Two nodes holding the same user both get every live message. If both drain that user's mailbox at the same time
+(two tabs coming online together on different nodes), ``basic.get`` splits the mailbox between them: each message
+still reaches one of the user's tabs once, in order. Single-active-consumer would not change that (it does not
+apply to ``basic.get``), so mailboxes are declared without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+import aiohttp
+import aiormq
+from aio_pika.abc import (
+    AbstractIncomingMessage,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+    AbstractRobustQueue,
+    DeliveryMode,
+)
+from aiormq.abc import AbstractChannel as RawChannel
+from aiormq.exceptions import ChannelInvalidStateError, ChannelLockedResource, ChannelNotFoundEntity
+from pamqp import commands as spec
+from yarl import URL
+
+from ..config import Settings
+from ..core.abc import Backplane, Inbox, MailBatch, PublishResult
+from ..core.envelope import Envelope
+from ..core.errors import BackplaneUnavailable, ConfigurationError, InvalidMessage, MailboxFull
+from .topology import (
+    DEFAULT_TOPOLOGY,
+    MailboxLimits,
+    ManagementAPI,
+    Topology,
+    declare_mailbox,
+    declare_topology,
+    ensure_mailbox_policy,
+    routing_key,
+    setup_broker,
+)
+
+__all__ = ["RabbitMQBackplane", "setup_broker"]
+
+log = logging.getLogger(__name__)
+
+#: Longest wait for a confirm or an RPC before the broker counts as unavailable.
+PUBLISH_TIMEOUT = 5.0
+CONNECT_TIMEOUT = 10.0
+#: AMQP heartbeat (seconds) unless AMQP_URL sets ``?heartbeat=``. aiormq declares a silent connection dead after
+#: about three of them, the broker after two; the library default (60 s) would leave a node believing in a dead
+#: connection for three minutes.
+HEARTBEAT = 15
+#: Seconds between reconnection attempts (aio-pika logs a warning for each failed one).
+RECONNECT_INTERVAL = 2.0
+#: Unacknowledged deliveries the broker may push to this node at once.
+PREFETCH = 256
+#: Mailbox envelopes per batch while catching up after a reconnect.
+SWEEP_BATCH = 500
+#: Deliveries acknowledged with one ``basic.ack(multiple)`` at most (sooner whenever the worker runs out of work).
+ACK_BATCH = 64
+#: A delivery whose ``Inbox.deliver`` keeps raising is requeued after a growing pause, and dropped (logged as an
+#: error) after this many attempts: it can neither be delivered nor stored (say, the user left and their mailbox
+#: is full), and retrying for ever would hold a prefetch slot for good.
+MAX_DELIVERY_ATTEMPTS = 8
+_FIRST_RETRY_PAUSE = 0.05
+_MAX_RETRY_PAUSE = 5.0
+_POLICY_TIMEOUT = 3.0
+#: Errors that mean "the broker or the channel is gone", as opposed to a refusal.
+_BROKER_ERRORS = (aiormq.exceptions.AMQPError, ChannelInvalidStateError, ConnectionError, OSError)
+
+
+class _Resync:
+    """Queued behind everything the lost connection delivered: re-bind and catch up once reconnected."""
+
+
+_RESYNC = _Resync()
+
+
+class _CatchUp:
+    """Queued when this node put mail back into the mailbox of a user who is bound here."""
+
+    def __init__(self, user: str, generation: int) -> None:
+        self.user = user
+        self.generation = generation
+
+
+class _LocalMark:
+    """Set when the worker reaches it: everything queued before it has been handed to the inbox."""
+
+    def __init__(self) -> None:
+        self.reached = asyncio.Event()
+
+
+class _KeyedLocks:
+    """One lock per key while anyone holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+class _RabbitMailBatch(MailBatch):
+    """Messages taken with ``basic.get`` on a channel of their own, unacknowledged until settled or released.
+
+    If the channel dies first, the broker puts them back by itself (so a settle that fails can mean duplicates,
+    never loss).
+    """
+
+    def __init__(
+        self, envelopes: Sequence[Envelope], channel: RawChannel | None, last_tag: int | None, timeout: float
+    ) -> None:
+        super().__init__(envelopes)
+        self._channel = channel
+        self._last_tag = last_tag
+        self._timeout = timeout
+
+    async def settle(self) -> None:
+        await self._finish(requeue=None)
+
+    async def release(self) -> None:
+        await self._finish(requeue=True)
+
+    async def _finish(self, *, requeue: bool | None) -> None:
+        channel, self._channel = self._channel, None
+        if channel is None:
+            return
+        try:
+            async with asyncio.timeout(self._timeout):
+                if self._last_tag is not None:
+                    if requeue is None:
+                        await channel.basic_ack(self._last_tag, multiple=True)
+                    else:
+                        # Requeued messages return to their original positions, so the order is restored.
+                        await channel.basic_nack(self._last_tag, multiple=True, requeue=True)
+        except (TimeoutError, *_BROKER_ERRORS) as exc:
+            if requeue is None:
+                log.warning(
+                    "could not acknowledge %d mailbox messages (%s); the broker will deliver them again",
+                    len(self.envelopes),
+                    exc,
+                )
+        await _close_channel(channel, self._timeout)
+
+
+class RabbitMQBackplane(Backplane):
+    name = "rabbitmq"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        topology: Topology = DEFAULT_TOPOLOGY,
+        management_url: str | None = None,
+        publish_timeout: float = PUBLISH_TIMEOUT,
+        reconnect_interval: float = RECONNECT_INTERVAL,
+        prefetch: int = PREFETCH,
+    ) -> None:
+        if not settings.amqp_url:
+            raise ConfigurationError("the RabbitMQ backplane needs AMQP_URL")
+        url = URL(settings.amqp_url)
+        self._amqp_url = str(url if "heartbeat" in url.query else url.update_query(heartbeat=HEARTBEAT))
+        self._node_id = settings.node_id
+        self._shutdown_timeout = settings.shutdown_timeout_seconds
+        self._limits = MailboxLimits.from_settings(settings)
+        self._topology = topology
+        self._management = ManagementAPI.from_amqp_url(settings.amqp_url, management_url)
+        self._timeout = publish_timeout
+        self._reconnect_interval = reconnect_interval
+        self._prefetch = prefetch
+
+        self._inbox: Inbox | None = None
+        self._connection: AbstractRobustConnection | None = None
+        # Separate channels, so that a failed or timed-out call (which closes its channel) on one of them never
+        # disturbs the others: publishes in flight, the consumer's unacknowledged deliveries, bindings.
+        self._publish_channel: AbstractRobustChannel | None = None
+        self._control_channel: AbstractRobustChannel | None = None
+        self._admin_channel: AbstractRobustChannel | None = None
+        self._consume_channel: AbstractRobustChannel | None = None
+        # A strong reference: aio-pika restores only queue objects that are still alive (aio-pika#594).
+        self._node_queue: AbstractRobustQueue | None = None
+
+        #: Users bound here -> the generation of their latest bind (a later bind means the hub drained afresh).
+        self._bound: dict[str, int] = {}
+        self._generation = 0
+        self._user_locks = _KeyedLocks()
+        self._return_locks = _KeyedLocks()
+        #: Users bound when the connection was lost, with their generation then: re-bind and catch up these.
+        self._resync_users: dict[str, int] = {}
+        self._resync_queued = False
+        self._incoming: asyncio.Queue[AbstractIncomingMessage | _Resync | _CatchUp | _LocalMark] = asyncio.Queue()
+        self._catch_up_queued: set[str] = set()
+        #: The id of the envelope the worker is handing to the inbox right now.
+        self._delivering: str | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._connected = asyncio.Event()
+        self._disconnected = asyncio.Event()
+        self._closing = asyncio.Event()
+        self._started = False
+        self._drain_marker_id: str | None = None
+        self._drain_marker_reached = asyncio.Event()
+        #: Deliveries handed to the inbox and not yet acknowledged, oldest first.
+        self._ack_pending: list[AbstractIncomingMessage] = []
+        #: Deliveries that failed and wait, unacknowledged, to be requeued.
+        self._held_back: set[AbstractIncomingMessage] = set()
+        #: Failed attempts per envelope id, until it is delivered or dropped.
+        self._attempts: dict[str, int] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+
+    async def start(self, inbox: Inbox) -> None:
+        if self._started:
+            raise RuntimeError("the RabbitMQ backplane is already started")
+        self._inbox = inbox
+        try:
+            self._connection = await aio_pika.connect_robust(
+                self._amqp_url,
+                timeout=CONNECT_TIMEOUT,
+                client_properties={"connection_name": self._node_id},
+                reconnect_interval=self._reconnect_interval,
+            )
+        except (TimeoutError, *_BROKER_ERRORS) as exc:
+            raise BackplaneUnavailable(
+                f"cannot connect to RabbitMQ at {_safe_url(self._amqp_url)}: {exc or type(exc).__name__}; "
+                "check AMQP_URL and that the broker is running"
+            ) from exc
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                await self._declare()
+        except ChannelLockedResource as exc:
+            await self._connection.close()
+            raise ConfigurationError(
+                f"another Warren node with NODE_ID={self._node_id!r} is connected to this broker: "
+                "give every node its own NODE_ID"
+            ) from exc
+        except BaseException as exc:
+            await self._connection.close()
+            if isinstance(exc, (TimeoutError, *_BROKER_ERRORS)):
+                raise BackplaneUnavailable(f"cannot set up Warren's exchanges and queue on RabbitMQ: {exc}") from exc
+            raise
+        await self._apply_policy()
+        self._connection.close_callbacks.add(self._on_connection_lost)
+        self._connection.reconnect_callbacks.add(self._on_reconnected)
+        self._worker = asyncio.create_task(self._work(), name=f"warren-backplane-{self._node_id}")
+        self._connected.set()
+        self._started = True
+        log.info("RabbitMQ backplane connected to %s as node %s", _safe_url(self._amqp_url), self._node_id)
+
+    async def _declare(self) -> None:
+        assert self._connection is not None
+        connection = self._connection
+        self._publish_channel = connection.channel(publisher_confirms=True, on_return_raises=True)
+        await self._publish_channel.initialize()
+        # The robust channel keeps the exchange objects and declares them again after every reconnect.
+        await declare_topology(self._publish_channel, self._topology)
+        self._control_channel = connection.channel(publisher_confirms=False)
+        await self._control_channel.initialize()
+        self._admin_channel = connection.channel(publisher_confirms=False)
+        await self._admin_channel.initialize()
+        self._consume_channel = connection.channel(publisher_confirms=False)
+        await self._consume_channel.initialize()
+        await self._consume_channel.set_qos(prefetch_count=self._prefetch)
+        # Exclusive: it lives exactly as long as this node's connection, and a second process that claims the
+        # same NODE_ID is refused instead of silently sharing the queue.
+        queue = await self._consume_channel.declare_queue(
+            self._topology.node_queue_name(self._node_id), exclusive=True, durable=False
+        )
+        assert isinstance(queue, AbstractRobustQueue)
+        self._node_queue = queue
+        await queue.consume(self._on_node_message, no_ack=False)
+
+    async def _apply_policy(self) -> None:
+        try:
+            outcome = await ensure_mailbox_policy(
+                self._management, self._topology, self._limits, timeout=_POLICY_TIMEOUT
+            )
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            log.warning(
+                "could not check the RabbitMQ mailbox policy %r through the management API at %s (%s). Until it "
+                "exists, mailboxes have no TTL or length limit: import rabbitmq/definitions.json or run "
+                "`python -m app broker setup`",
+                self._topology.policy_name,
+                self._management.base_url,
+                exc or type(exc).__name__,
+            )
+            return
+        log.info("%s", outcome)
+
+    async def close(self) -> None:
+        if not self._started or self._closing.is_set():
+            return
+        self._closing.set()
+        try:
+            async with asyncio.timeout(self._shutdown_timeout):
+                await self._hand_back()
+        except (TimeoutError, *_BROKER_ERRORS) as exc:
+            log.warning(
+                "RabbitMQ backplane closed before everything routed to node %s was handed over (%s); "
+                "messages still in its queue are lost",
+                self._node_id,
+                exc or type(exc).__name__,
+            )
+        finally:
+            tasks = [task for task in (self._worker, *self._background) if task is not None]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._worker = None
+            self._connected.clear()
+            if self._connection is not None:
+                with contextlib.suppress(TimeoutError, *_BROKER_ERRORS):
+                    async with asyncio.timeout(self._timeout):
+                        await self._connection.close()
+            self._bound.clear()
+            self._inbox = None
+
+    async def _hand_back(self) -> None:
+        """Unbind everyone, then hand over what was already routed here (the hub moves it to mailboxes)."""
+        for user in list(self._bound):
+            await self.unbind(user)
+        if self._connected.is_set() and self._node_queue is not None and self._publish_channel is not None:
+            # Nothing can be routed here any more; a marker sent now arrives behind everything that was.
+            self._drain_marker_id = f"drain-{uuid.uuid4().hex}"
+            marker = aio_pika.Message(b"", message_id=self._drain_marker_id, type="warren.drain-marker")
+            try:
+                await self._publish_channel.default_exchange.publish(
+                    marker, self._node_queue.name, mandatory=True, timeout=self._timeout
+                )
+            except _BROKER_ERRORS as exc:
+                log.warning("could not mark the end of node %s's queue: %s", self._node_id, exc)
+            else:
+                # If the connection dies first, the marker dies with the queue: stop waiting for it then.
+                await _first(self._drain_marker_reached.wait(), self._disconnected.wait())
+        local = _LocalMark()
+        self._incoming.put_nowait(local)
+        await local.reached.wait()
+
+    @property
+    def ready(self) -> bool:
+        return self._started and self._connected.is_set() and not self._closing.is_set()
+
+    # -- binding --------------------------------------------------------------------------------------------
+
+    async def bind(self, user: str) -> None:
+        self._require(accepting=True)
+        async with self._user_locks.hold(user):
+            await self._bind_rpc(user)
+            self._generation += 1
+            self._bound[user] = self._generation
+
+    async def unbind(self, user: str) -> None:
+        async with self._user_locks.hold(user):
+            if self._bound.pop(user, None) is None:
+                return
+            if not self._connected.is_set():
+                # The binding died with the connection's queue, and the resync only re-binds users in _bound.
+                return
+            try:
+                await self._unbind_rpc(user)
+            except BackplaneUnavailable as exc:
+                # Never raise here: the hub would skip putting the user's unacknowledged mail back. A binding
+                # left behind only routes mail here, where the hub moves it to the mailbox.
+                log.warning("could not unbind %r on node %s (%s); retrying in the background", user, self._node_id, exc)
+                self._spawn(self._unbind_later(user))
+
+    async def _unbind_later(self, user: str) -> None:
+        await asyncio.sleep(self._reconnect_interval)
+        async with self._user_locks.hold(user):
+            if user not in self._bound and self._connected.is_set():
+                with contextlib.suppress(BackplaneUnavailable):
+                    await self._unbind_rpc(user)
+
+    async def _bind_rpc(self, user: str) -> None:
+        try:
+            async with asyncio.timeout(self._timeout):
+                raw = await self._control().get_underlay_channel()
+                await raw.queue_bind(self._node_queue_name, self._topology.messages_exchange, routing_key(user))
+        except (TimeoutError, *_BROKER_ERRORS) as exc:
+            if self._connected.is_set():
+                # The bind may have reached the broker before it timed out: do not leave it behind. (Without a
+                # connection there is nothing to undo: the queue and its bindings are gone.)
+                with contextlib.suppress(BackplaneUnavailable):
+                    await self._unbind_rpc(user)
+            raise BackplaneUnavailable(
+                f"could not bind {user!r} on RabbitMQ ({exc or type(exc).__name__}); try again in a moment"
+            ) from exc
+
+    async def _unbind_rpc(self, user: str) -> None:
+        try:
+            async with asyncio.timeout(self._timeout):
+                raw = await self._control().get_underlay_channel()
+                await raw.queue_unbind(self._node_queue_name, self._topology.messages_exchange, routing_key(user))
+        except (TimeoutError, *_BROKER_ERRORS) as exc:
+            raise BackplaneUnavailable(f"could not unbind {user!r}: {exc or type(exc).__name__}") from exc
+
+    @property
+    def _node_queue_name(self) -> str:
+        return self._topology.node_queue_name(self._node_id)
+
+    # -- publishing -----------------------------------------------------------------------------------------
+
+    async def publish(self, envelope: Envelope) -> PublishResult:
+        self._require(accepting=True)
+        await self._publish(self._topology.messages_exchange, envelope)
+        return PublishResult.ACCEPTED
+
+    async def store(self, envelope: Envelope) -> None:
+        # Allowed while closing: the hub stores what it can no longer deliver during the hand-back.
+        self._require(accepting=False)
+        try:
+            await self._publish(self._topology.mailbox_exchange, envelope)
+        except MailboxFull:
+            log.warning(
+                "mailbox of %r is full: could not put back message %s; it stays with the caller",
+                envelope.receiver,
+                envelope.id,
+            )
+            raise
+        generation = self._bound.get(envelope.receiver)
+        if generation is not None and envelope.id != self._delivering and not self._closing.is_set():
+            # Mail put back for a user who is (again) bound here: a connection of theirs closed with it
+            # unacknowledged, maybe while another one was coming online and draining. Hand it over now rather
+            # than at their next drain. Not for the envelope being delivered right now: the inbox put that one
+            # back because no connection could take it, and would only refuse it again.
+            self._schedule_catch_up(envelope.receiver, generation)
+
+    async def _publish(self, exchange: str, envelope: Envelope) -> None:
+        key = routing_key(envelope.receiver)
+        returned = False
+        nacks = 0
+        try:
+            async with asyncio.timeout(self._timeout):
+                while True:
+                    try:
+                        if returned:
+                            # One lock per receiver keeps messages that came back together in their order
+                            # while the first of them creates the mailbox.
+                            async with self._return_locks.hold(envelope.receiver):
+                                await declare_mailbox(self._admin(), envelope.receiver, self._topology)
+                                await self._send(exchange, key, envelope)
+                        else:
+                            await self._send(exchange, key, envelope)
+                        return
+                    except aiormq.exceptions.PublishError as exc:
+                        # Returned: nobody has the user bound and there is no mailbox (or no binding to it).
+                        if returned:
+                            raise BackplaneUnavailable(
+                                f"RabbitMQ returned a message for {envelope.receiver!r} even after creating "
+                                "their mailbox; check the bindings of the mailbox exchange"
+                            ) from exc
+                        returned = True
+                    except aiormq.exceptions.DeliveryError:
+                        # A nack: the mailbox is full (overflow reject-publish). Once more, in case the nack came
+                        # from a mailbox deleted (expired) at that very moment: the retry re-creates it.
+                        nacks += 1
+                        if nacks > 1:
+                            raise MailboxFull(envelope.receiver) from None
+        except TimeoutError as exc:
+            raise BackplaneUnavailable(
+                f"RabbitMQ did not confirm the message within {self._timeout:g} s; it may be overloaded or "
+                "unreachable. Try again in a moment"
+            ) from exc
+        except _BROKER_ERRORS as exc:
+            raise BackplaneUnavailable(
+                f"RabbitMQ could not take the message ({exc or type(exc).__name__}); try again in a moment"
+            ) from exc
+
+    async def _send(self, exchange: str, key: str, envelope: Envelope) -> None:
+        # Straight to the underlying channel: aio-pika's Message object costs more CPU than the rest of a publish.
+        assert self._publish_channel is not None
+        channel = await self._publish_channel.get_underlay_channel()
+        properties = spec.Basic.Properties(
+            content_type="application/json",
+            delivery_mode=DeliveryMode.PERSISTENT.value,
+            message_id=envelope.id,
+            timestamp=datetime.fromtimestamp(envelope.ts // 1000, UTC),
+            app_id="warren",
+        )
+        # The channel has on_return_raises: a returned message raises PublishError, a nack DeliveryError.
+        await channel.basic_publish(
+            envelope.body, exchange=exchange, routing_key=key, properties=properties, mandatory=True
+        )
+
+    # -- mailboxes ------------------------------------------------------------------------------------------
+
+    async def fetch_mail(self, user: str, max_count: int) -> MailBatch:
+        self._require(accepting=False)
+        batch, _ = await self._take_mail(user, max_count)
+        return batch
+
+    async def _take_mail(self, user: str, max_count: int) -> tuple[_RabbitMailBatch, int]:
+        """Up to ``max_count`` of ``user``'s oldest mail, and how much the mailbox held when this began."""
+        connection = self._connection
+        transport = connection.transport if connection is not None else None
+        if transport is None:
+            raise BackplaneUnavailable("not connected to RabbitMQ; reconnecting")
+        name = self._topology.mailbox_queue_name(user)
+        empty = _RabbitMailBatch([], None, None, self._timeout)
+        # A channel of its own: asking for a mailbox that does not exist closes the channel (404).
+        try:
+            async with asyncio.timeout(self._timeout):
+                channel = await transport.connection.channel(publisher_confirms=False)
+        except (TimeoutError, *_BROKER_ERRORS) as exc:
+            raise BackplaneUnavailable(f"could not open a channel to read {user!r}'s mail: {exc}") from exc
+        envelopes: list[Envelope] = []
+        last_tag: int | None = None
+        try:
+            async with asyncio.timeout(self._timeout):
+                declared = await channel.queue_declare(name, passive=True)
+            available = declared.message_count or 0
+            while available and len(envelopes) < max_count:
+                async with asyncio.timeout(self._timeout):
+                    got = await channel.basic_get(name, no_ack=False)
+                if not isinstance(got.delivery, spec.Basic.GetOk):
+                    break
+                last_tag = got.delivery.delivery_tag
+                try:
+                    envelopes.append(Envelope.from_body(got.body))
+                except InvalidMessage as exc:
+                    # Acknowledged with the batch: nobody could ever read it.
+                    log.warning("dropping a message in %s that is not a Warren envelope: %s", name, exc)
+                if not got.delivery.message_count:
+                    break
+        except ChannelNotFoundEntity:
+            # No mailbox (the usual case), or it expired under us, taking anything we had got with it.
+            return empty, 0
+        except (TimeoutError, *_BROKER_ERRORS) as exc:
+            await _close_channel(channel, self._timeout)
+            raise BackplaneUnavailable(f"could not read {user!r}'s mail: {exc or type(exc).__name__}") from exc
+        if last_tag is None:
+            await _close_channel(channel, self._timeout)
+            return empty, available
+        return _RabbitMailBatch(envelopes, channel, last_tag, self._timeout), available
+
+    # -- consuming ------------------------------------------------------------------------------------------
+
+    async def _on_node_message(self, message: AbstractIncomingMessage) -> None:
+        # aio-pika runs this in a task per delivery; tasks start in delivery order, and the worker below does
+        # the real work one message at a time, which keeps the order.
+        self._incoming.put_nowait(message)
+
+    async def _work(self) -> None:
+        while True:
+            if self._incoming.empty():
+                await self._flush_acks()
+            item = await self._incoming.get()
+            try:
+                if isinstance(item, _Resync):
+                    await self._flush_acks()
+                    await self._resync()
+                elif isinstance(item, _CatchUp):
+                    await self._flush_acks()
+                    self._catch_up_queued.discard(item.user)
+                    try:
+                        await self._catch_up(item.user, item.generation)
+                    except BackplaneUnavailable as exc:
+                        log.warning("could not hand %r's mail over now (%s); it waits in the mailbox", item.user, exc)
+                elif isinstance(item, _LocalMark):
+                    await self._flush_acks()
+                    item.reached.set()
+                else:
+                    await self._handle(item)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("RabbitMQ backplane worker failed on %r; continuing", item)
+
+    async def _handle(self, message: AbstractIncomingMessage) -> None:
+        if self._ack_pending and self._ack_pending[-1].channel is not message.channel:
+            # Delivery tags count per channel: never let a multiple-ack on a new channel stand for an old one.
+            await self._flush_acks()
+        if self._drain_marker_id is not None and message.message_id == self._drain_marker_id:
+            await self._flush_acks()
+            await _quietly(message.ack())
+            self._drain_marker_reached.set()
+            return
+        try:
+            envelope = Envelope.from_body(message.body)
+        except InvalidMessage as exc:
+            log.warning("dropping a message on node %s that is not a Warren envelope: %s", self._node_id, exc)
+            await self._flush_acks()
+            await _quietly(message.reject(requeue=False))
+            return
+        assert self._inbox is not None
+        self._delivering = envelope.id
+        try:
+            await self._inbox.deliver(envelope)
+        except Exception as exc:
+            await self._delivery_failed(message, envelope, exc)
+            return
+        finally:
+            self._delivering = None
+        self._attempts.pop(envelope.id, None)
+        self._ack_pending.append(message)
+        if len(self._ack_pending) >= ACK_BATCH:
+            await self._flush_acks()
+
+    async def _delivery_failed(self, message: AbstractIncomingMessage, envelope: Envelope, exc: Exception) -> None:
+        attempts = self._attempts.pop(envelope.id, 0) + 1
+        if attempts >= MAX_DELIVERY_ATTEMPTS:
+            log.error(
+                "giving up on message %s to %r after %d failed deliveries; it is dropped",
+                envelope.id,
+                envelope.receiver,
+                attempts,
+                exc_info=exc,
+            )
+            await self._flush_acks()
+            await _quietly(message.reject(requeue=False))
+            return
+        self._attempts[envelope.id] = attempts
+        pause = min(_MAX_RETRY_PAUSE, _FIRST_RETRY_PAUSE * 2 ** (attempts - 1))
+        log.warning(
+            "delivering %s to %r failed (%s: %s); requeueing it in %.2g s",
+            envelope.id,
+            envelope.receiver,
+            type(exc).__name__,
+            exc,
+            pause,
+        )
+        # Requeued later, off the worker: the pause must not hold up every other user's messages.
+        self._held_back.add(message)
+        self._spawn(self._requeue_later(message, pause))
+
+    async def _requeue_later(self, message: AbstractIncomingMessage, pause: float) -> None:
+        try:
+            await asyncio.sleep(pause)
+            await _quietly(message.nack(requeue=True))
+        finally:
+            self._held_back.discard(message)
+
+    async def _flush_acks(self) -> None:
+        """Acknowledge every delivery handed to the inbox so far; with one frame unless some are held back."""
+        pending, self._ack_pending = self._ack_pending, []
+        if not pending:
+            return
+        # If the channel died meanwhile, the broker has requeued these (or dropped them with the queue): either
+        # way they were delivered once already, and envelope ids let clients drop duplicates.
+        if self._held_back:
+            # A multiple-ack would also settle the held-back deliveries, whose tags are lower.
+            for message in pending:
+                await _quietly(message.ack())
+        else:
+            await _quietly(pending[-1].ack(multiple=True))
+
+    # -- reconnection ---------------------------------------------------------------------------------------
+
+    def _on_connection_lost(self, _connection: object, exc: BaseException | None) -> None:
+        self._connected.clear()
+        self._disconnected.set()
+        if self._closing.is_set() or not self._started:
+            return
+        log.warning(
+            "lost the RabbitMQ connection of node %s (%s); reconnecting every %g s. Mail for its %d users goes to "
+            "their mailboxes meanwhile",
+            self._node_id,
+            exc or "closed",
+            self._reconnect_interval,
+            len(self._bound),
+        )
+        self._resync_users.update(self._bound)
+        if not self._resync_queued:
+            self._resync_queued = True
+            self._incoming.put_nowait(_RESYNC)
+
+    def _on_reconnected(self, _connection: object) -> None:
+        if self._closing.is_set():
+            return
+        log.info("reconnected node %s to RabbitMQ", self._node_id)
+        self._disconnected.clear()
+        self._connected.set()
+
+    async def _resync(self) -> None:
+        """Re-bind the users bound before the connection was lost, then deliver what reached their mailboxes."""
+        self._resync_queued = False
+        await _first(self._connected.wait(), self._closing.wait())
+        if self._closing.is_set():
+            return
+        users, self._resync_users = self._resync_users, {}
+        # Deliveries from the lost connection cannot be requeued any more: forget their failures.
+        self._attempts.clear()
+        rebound: dict[str, int] = {}
+        for user, generation in users.items():
+            async with self._user_locks.hold(user):
+                if self._bound.get(user) != generation:
+                    continue
+                try:
+                    await self._bind_rpc(user)
+                except BackplaneUnavailable as exc:
+                    # Lost again: that loss queued another resync covering everyone still bound.
+                    log.warning("re-binding after reconnect stopped: %s", exc)
+                    return
+                rebound[user] = generation
+        log.info("node %s re-bound %d users after reconnecting", self._node_id, len(rebound))
+        for user, generation in rebound.items():
+            try:
+                await self._catch_up(user, generation)
+            except BackplaneUnavailable as exc:
+                log.warning("catching up mail after reconnect stopped: %s", exc)
+                return
+
+    async def _catch_up(self, user: str, generation: int) -> None:
+        """Hand ``user``'s mailbox to the inbox, up to what it held when this began.
+
+        Bounded, so mail the hub puts straight back (no connection could take it) cannot loop.
+        """
+        assert self._inbox is not None
+        quota: int | None = None
+        while self._bound.get(user) == generation and (quota is None or quota > 0):
+            batch, available = await self._take_mail(user, SWEEP_BATCH if quota is None else min(quota, SWEEP_BATCH))
+            if quota is None:
+                quota = available
+            if not batch.envelopes:
+                await batch.settle()
+                return
+            quota -= len(batch.envelopes)
+            try:
+                for envelope in batch.envelopes:
+                    self._delivering = envelope.id
+                    await self._inbox.deliver(envelope)
+            except Exception:
+                log.exception("handing %r's mailbox to the inbox failed; the rest stays in the mailbox", user)
+                await batch.release()
+                return
+            finally:
+                self._delivering = None
+            await batch.settle()
+
+    def _schedule_catch_up(self, user: str, generation: int) -> None:
+        if user not in self._catch_up_queued:
+            self._catch_up_queued.add(user)
+            self._incoming.put_nowait(_CatchUp(user, generation))
+
+    # -- helpers --------------------------------------------------------------------------------------------
+
+    def _require(self, *, accepting: bool) -> None:
+        if not self._started or (accepting and self._closing.is_set()):
+            raise BackplaneUnavailable("this node's RabbitMQ backplane is not running (starting or shutting down)")
+        if not self._connected.is_set():
+            raise BackplaneUnavailable("the connection to RabbitMQ is lost; reconnecting. Try again in a moment")
+
+    def _control(self) -> AbstractRobustChannel:
+        assert self._control_channel is not None
+        return self._control_channel
+
+    def _admin(self) -> AbstractRobustChannel:
+        assert self._admin_channel is not None
+        return self._admin_channel
+
+    def _spawn(self, coroutine: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
+    """Wait until the first of ``waits`` finishes; cancel the rest."""
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+async def _close_channel(channel: RawChannel, timeout: float) -> None:
+    """Close a short-lived channel, never cancelling the close itself.
+
+    aiormq answers a cancelled ``Channel.Close`` by sending a second one, which RabbitMQ treats as a connection
+    error (504 CHANNEL_ERROR) and closes the whole connection. So the close runs in its own task: a caller that
+    is cancelled or times out stops waiting, the close carries on.
+    """
+    closing = asyncio.ensure_future(channel.close())
+    closing.add_done_callback(_ignore_outcome)
+    with contextlib.suppress(TimeoutError, *_BROKER_ERRORS):
+        await asyncio.wait_for(asyncio.shield(closing), timeout)
+
+
+def _ignore_outcome(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+async def _quietly(settlement: Awaitable[None]) -> None:
+    try:
+        await settlement
+    except (*_BROKER_ERRORS, RuntimeError) as exc:
+        log.debug("could not settle a delivery (channel gone): %s", exc)
+
+
+def _safe_url(amqp_url: str) -> str:
+    url = URL(amqp_url)
+    return str(url.with_password("***")) if url.password else str(url)
