@@ -110,8 +110,10 @@ class Subscriber(Protocol):
         """Queue ``envelope`` for the client without waiting. False if it cannot take it (closing, or full)."""
         ...
 
-    def unacknowledged(self) -> Sequence[Envelope]:
-        """Envelopes pushed in a client-ack mode and not acknowledged yet (to keep if the connection drops)."""
+    def take_unacknowledged(self) -> Sequence[Envelope]:
+        """Envelopes pushed but not known to be received (client-ack mode: not acknowledged yet; auto mode: not
+        yet written to the socket), oldest first; the subscriber forgets them, the hub puts them back in the
+        mailbox."""
         ...
 
 

@@ -27,7 +27,7 @@ import asyncio
 import bisect
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -111,6 +111,9 @@ class Hub:
         self.stats = HubStats()
         self._presence: dict[str, _Presence] = {}
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        # Per user, envelopes on their way back to the mailbox in order, and the task writing them.
+        self._returning: dict[str, list[Envelope]] = {}
+        self._returning_done: dict[str, asyncio.Task[None]] = {}
 
     # -- what transports call -------------------------------------------------------------------------------
 
@@ -163,6 +166,7 @@ class Hub:
                 presence = _Presence([subscriber])
                 self._presence[user] = presence
                 try:
+                    await self._mailbox_flushed(user)
                     await self.backplane.bind(user)
                 except BaseException:
                     del self._presence[user]
@@ -174,22 +178,30 @@ class Hub:
                     for envelope in held:
                         self._push(presence, envelope)
 
+    def leave_now(self, subscriber: Subscriber) -> None:
+        """The part of leaving that cannot wait: nothing more is pushed to ``subscriber``, and what it had not
+        received is queued for the mailbox ahead of anything for the same user that arrives later (so a slow
+        consumer's mail keeps its order). Called from synchronous code (a connection closing itself)."""
+        presence = self._presence.get(subscriber.user)
+        if presence is not None and subscriber in presence.subscribers:
+            presence.subscribers.remove(subscriber)
+        returned = subscriber.take_unacknowledged()
+        if returned:
+            self.stats.returned_unacked += len(returned)
+            self._queue_for_mailbox(subscriber.user, returned)
+
     async def unsubscribe(self, subscriber: Subscriber) -> None:
-        """Take ``subscriber`` offline; its unacknowledged envelopes go back to the mailbox."""
+        """Take ``subscriber`` offline; what it had not received goes back to the mailbox, in order."""
         user = subscriber.user
-        unacked = list(subscriber.unacknowledged())
+        self.leave_now(subscriber)
         with self._user_lock(user) as lock:
             async with lock:
                 presence = self._presence.get(user)
-                if presence is not None and subscriber in presence.subscribers:
-                    presence.subscribers.remove(subscriber)
-                    if not presence.subscribers:
-                        del self._presence[user]
-                        await self.backplane.unbind(user)
-                # Under the lock: a subscribe of the same user here waits, and its drain then finds this mail.
-                for envelope in unacked:
-                    await self.backplane.store(envelope)
-                    self.stats.returned_unacked += 1
+                if presence is not None and not presence.subscribers:
+                    del self._presence[user]
+                    await self.backplane.unbind(user)
+                # Under the lock: a subscribe of the same user waits, and its drain then finds this mail.
+                await self._mailbox_flushed(user)
 
     async def pull_mail(self, user: str, max_count: int) -> list[Envelope]:
         """Take and remove up to ``max_count`` of ``user``'s mailbox envelopes (the seed's REST pull)."""
@@ -209,21 +221,18 @@ class Hub:
 
     async def deliver(self, envelope: Envelope) -> None:
         presence = self._presence.get(envelope.receiver)
-        if presence is None:
+        if presence is None or not presence.subscribers:
             # The receiver left between routing and delivery: keep the message for them.
-            await self.backplane.store(envelope)
-            self.stats.moved_to_mailbox += 1
+            await self._to_mailbox(envelope)
             return
         if presence.held is not None:
             if len(presence.held) < HELD_WHILE_DRAINING_MAX:
                 presence.held.append(envelope)
             else:
-                await self.backplane.store(envelope)
-                self.stats.moved_to_mailbox += 1
+                await self._to_mailbox(envelope)
             return
         if not self._push(presence, envelope):
-            await self.backplane.store(envelope)
-            self.stats.moved_to_mailbox += 1
+            await self._to_mailbox(envelope)
 
     # -- internals --------------------------------------------------------------------------------------------
 
@@ -250,6 +259,43 @@ class Hub:
                     return
             await batch.settle()
             self.stats.mailbox_delivered += len(batch.envelopes)
+
+    async def _to_mailbox(self, envelope: Envelope) -> None:
+        """Store a live envelope in its receiver's mailbox; returns once it is stored (before the backplane acks)."""
+        self.stats.moved_to_mailbox += 1
+        if envelope.receiver in self._returning:
+            # Mail being returned for this user goes first: queue behind it and wait for our turn.
+            self._queue_for_mailbox(envelope.receiver, [envelope])
+            await self._mailbox_flushed(envelope.receiver)
+        else:
+            await self.backplane.store(envelope)
+
+    def _queue_for_mailbox(self, user: str, envelopes: Sequence[Envelope]) -> None:
+        queued = self._returning.get(user)
+        if queued is not None:
+            queued.extend(envelopes)
+            return
+        self._returning[user] = list(envelopes)
+        self._returning_done[user] = asyncio.get_running_loop().create_task(self._flush_mailbox_queue(user))
+
+    async def _flush_mailbox_queue(self, user: str) -> None:
+        queued = self._returning[user]
+        try:
+            while queued:
+                envelope = queued[0]
+                try:
+                    await self.backplane.store(envelope)
+                except Exception:
+                    log.exception("could not return message %s to %r's mailbox; it is lost", envelope.id, user)
+                queued.pop(0)
+        finally:
+            del self._returning[user]
+            del self._returning_done[user]
+
+    async def _mailbox_flushed(self, user: str) -> None:
+        task = self._returning_done.get(user)
+        if task is not None:
+            await asyncio.shield(task)
 
     @contextmanager
     def _user_lock(self, user: str) -> Iterator[asyncio.Lock]:

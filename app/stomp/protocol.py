@@ -40,6 +40,8 @@ MAX_SUBSCRIPTIONS = 16
 #: Envelopes one subscription may hold unacknowledged in a client-ack mode before it is a slow consumer.
 MAX_UNACKED = 1_000
 _connection_ids = itertools.count(1)
+# Strong references to fire-and-forget tasks (the event loop keeps only weak ones).
+_background: set[asyncio.Task[None]] = set()
 
 
 class Channel(enum.Enum):
@@ -152,11 +154,13 @@ class StompConnection:
                 taken = True
         return taken
 
-    def unacknowledged(self) -> Sequence[Envelope]:
+    def take_unacknowledged(self) -> Sequence[Envelope]:
         seen: dict[str, Envelope] = {}
         for sub in self._subscriptions.values():
             for message_id, envelope in sub.unacked.items():
                 seen.setdefault(message_id, envelope)
+            sub.unacked.clear()
+        # In delivery order (of the first subscription that holds each).
         return list(seen.values())
 
     # -- input ----------------------------------------------------------------------------------------------
@@ -280,7 +284,6 @@ class StompConnection:
         if ack not in ("auto", "client", "client-individual"):
             raise FrameError(f"unknown ack mode {ack[:30]!r}: use auto, client or client-individual")
         self._subscriptions[sub_id] = _Subscription(sub_id, channel, ack)
-        self._receipt(frame)
         if channel is Channel.REPLY and not self._online:
             # Online before the await: a close during the bind must still take this connection out of the hub.
             self._online = True
@@ -290,6 +293,9 @@ class StompConnection:
                 self._online = False
                 del self._subscriptions[sub_id]
                 self._fail(CloseCode.REFUSED, exc.reason, str(exc), frame)
+                return
+        # After the bind and the mailbox drain: a receipt means "you are online, waiting mail is in front of it".
+        self._receipt(frame)
 
     async def _on_unsubscribe(self, frame: Frame) -> None:
         sub_id = frame.get("id") or (frame.get("destination") if self.version == "1.0" else None)
@@ -415,9 +421,13 @@ class StompConnection:
         self._closed = True
         self.wire.close(int(code), reason)
         if self._online:
-            # Leave the hub from a task: _fail is called from synchronous paths such as push().
+            # Stop deliveries and queue what the client did not get now, in order; unbind from a task, since
+            # _fail is called from synchronous paths such as push().
             self._online = False
-            asyncio.get_running_loop().create_task(self.hub.unsubscribe(self))
+            self.hub.leave_now(self)
+            task = asyncio.get_running_loop().create_task(self.hub.unsubscribe(self))
+            _background.add(task)
+            task.add_done_callback(_background.discard)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -168,8 +168,7 @@ class HttpStream:
 def drain_message_ids(*clients: StompClient) -> set[str]:
     ids: set[str] = set()
     for client in clients:
-        while not client.received.frames.empty():
-            frame = client.received.frames.get_nowait()
+        for frame in client.take_buffered():
             if frame.command == "MESSAGE":
                 ids.add(frame.headers["message-id"])
     return ids

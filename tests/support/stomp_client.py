@@ -7,6 +7,7 @@ on top, with the session cookie of a signed-in user.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import random
 import string
@@ -47,6 +48,7 @@ class StompClient:
         self._parser = FrameParser(Limits(max_body=16 * 1024 * 1024))
         self._reader: asyncio.Task[None] | None = None
         self._receipts = 0
+        self._early: collections.deque[Frame] = collections.deque()
         #: In a client-ack subscription, ACK every MESSAGE as soon as it is read (what a well-behaved client does).
         self.auto_ack = False
 
@@ -88,9 +90,16 @@ class StompClient:
             headers["receipt"] = f"sub-{self._receipts}"
         await self.send_frame("SUBSCRIBE", headers)
         if receipt:
-            frame = await self.next_frame()
-            if frame.command != "RECEIPT":
-                raise AssertionError(f"expected RECEIPT for SUBSCRIBE, got {frame}")
+            # Waiting mail arrives before the receipt; keep it for next_frame.
+            early: list[Frame] = []
+            while True:
+                frame = await self.next_frame()
+                if frame.command == "RECEIPT" and frame.headers.get("receipt-id") == headers["receipt"]:
+                    break
+                if frame.command == "ERROR":
+                    raise AssertionError(f"SUBSCRIBE refused: {frame.headers} {frame.body!r}")
+                early.append(frame)
+            self._early.extend(early)
 
     async def send_chat(self, receiver: str, msg: str, *, receipt: str | None = None) -> None:
         headers = {"destination": "/message/chat", "content-type": "application/json"}
@@ -99,7 +108,17 @@ class StompClient:
         await self.send_frame("SEND", headers, json.dumps({"receiver": receiver, "msg": msg}).encode())
 
     async def next_frame(self, timeout: float = 10.0) -> Frame:
+        if self._early:
+            return self._early.popleft()
         return await asyncio.wait_for(self.received.frames.get(), timeout)
+
+    def take_buffered(self) -> list[Frame]:
+        """Every frame received and not yet read, without waiting."""
+        frames = list(self._early)
+        self._early.clear()
+        while not self.received.frames.empty():
+            frames.append(self.received.frames.get_nowait())
+        return frames
 
     async def next_message(self, timeout: float = 10.0) -> dict[str, Any]:
         while True:
