@@ -29,14 +29,14 @@ $(STAMP_WEB): web/package.json web/package-lock.json
 	touch $@
 
 test: deps
-	$(PY) -m ruff check app tests bench
+	$(PY) -m ruff check app tests $(wildcard bench)
 	$(PY) -m mypy
 	$(PY) -m pytest -q -m 'not browser' $(PYTEST_ARGS)
 	# Browser tests in their own run: Playwright's sync API owns the event loop of the process it runs in.
 	$(PY) -m pytest -q -m browser $(PYTEST_ARGS)
 
 lint: deps
-	$(PY) -m ruff check app tests bench
+	$(PY) -m ruff check app tests $(wildcard bench)
 
 typecheck: deps
 	$(PY) -m mypy
