@@ -54,8 +54,6 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
-    # The sockjs package logs every client disconnect as an error with a traceback; Warren logs what matters.
-    logging.getLogger("sockjs").setLevel(logging.CRITICAL if settings.log_level != "DEBUG" else logging.DEBUG)
     logging.getLogger("aiormq").setLevel(max(logging.WARNING, settings.log_level_number))
     logging.getLogger("aio_pika").setLevel(max(logging.WARNING, settings.log_level_number))
 

@@ -110,6 +110,10 @@ class Subscriber(Protocol):
         """Queue ``envelope`` for the client without waiting. False if it cannot take it (closing, or full)."""
         ...
 
+    async def ready_for_more(self) -> None:
+        """Return when the client can take more (flow control for big mailbox drains); at once when it can."""
+        ...
+
     def take_unacknowledged(self) -> Sequence[Envelope]:
         """Envelopes pushed but not known to be received (client-ack mode: not acknowledged yet; auto mode: not
         yet written to the socket), oldest first; the subscriber forgets them, the hub puts them back in the

@@ -158,25 +158,41 @@ class Hub:
         with self._user_lock(user) as lock:
             async with lock:
                 presence = self._presence.get(user)
-                if presence is not None:
+                if presence is not None and presence.subscribers:
                     if len(presence.subscribers) >= self.max_sessions_per_user:
                         raise TooManySessions(user, self.max_sessions_per_user)
                     presence.subscribers.append(subscriber)
                     return
-                presence = _Presence([subscriber])
-                self._presence[user] = presence
-                try:
+                if presence is not None:
+                    # The user's last connection here is leaving (still bound, its mail on the way back to the
+                    # mailbox): take its place, and drain once that mail is stored.
+                    presence.subscribers.append(subscriber)
+                    presence.held = []
                     await self._mailbox_flushed(user)
-                    await self.backplane.bind(user)
-                except BaseException:
-                    del self._presence[user]
-                    raise
+                else:
+                    presence = _Presence([subscriber])
+                    self._presence[user] = presence
+                    try:
+                        await self._mailbox_flushed(user)
+                        await self.backplane.bind(user)
+                    except BaseException:
+                        del self._presence[user]
+                        raise
                 try:
                     await self._drain_mailbox(user, presence)
+                    # Live mail that arrived during the drain, with flow control; what arrives meanwhile queues
+                    # behind it in ``held``, so nothing overtakes.
+                    while presence.held and presence.subscribers:
+                        envelope = presence.held.pop(0)
+                        if not self._push(presence, envelope):
+                            await self._to_mailbox(envelope)
+                        for subscriber in list(presence.subscribers):
+                            await subscriber.ready_for_more()
                 finally:
                     held, presence.held = presence.held or [], None
                     for envelope in held:
-                        self._push(presence, envelope)
+                        if not self._push(presence, envelope):
+                            await self._to_mailbox(envelope)
 
     def leave_now(self, subscriber: Subscriber) -> None:
         """The part of leaving that cannot wait: nothing more is pushed to ``subscriber``, and what it had not
@@ -185,9 +201,18 @@ class Hub:
         presence = self._presence.get(subscriber.user)
         if presence is not None and subscriber in presence.subscribers:
             presence.subscribers.remove(subscriber)
-        returned = subscriber.take_unacknowledged()
+        returned = list(subscriber.take_unacknowledged())
+        if not returned:
+            return
+        self.stats.returned_unacked += len(returned)
+        if presence is not None and presence.subscribers:
+            if presence.held is not None:
+                # Draining: these are older than the live mail held behind the drain.
+                presence.held[0:0] = returned
+                return
+            # The user's other connections here take it now; only what none of them takes waits in the mailbox.
+            returned = [envelope for envelope in returned if not self._push(presence, envelope)]
         if returned:
-            self.stats.returned_unacked += len(returned)
             self._queue_for_mailbox(subscriber.user, returned)
 
     async def unsubscribe(self, subscriber: Subscriber) -> None:
@@ -196,17 +221,19 @@ class Hub:
         self.leave_now(subscriber)
         with self._user_lock(user) as lock:
             async with lock:
+                # Returned mail is in the mailbox before the unbind: mail published after the unbind goes there
+                # straight (alternate exchange) and must not overtake it. Under the lock: a subscribe of the same
+                # user waits, and its drain then finds all of it.
+                await self._mailbox_flushed(user)
                 presence = self._presence.get(user)
                 if presence is not None and not presence.subscribers:
                     del self._presence[user]
                     await self.backplane.unbind(user)
-                # Under the lock: a subscribe of the same user waits, and its drain then finds this mail.
-                await self._mailbox_flushed(user)
 
     async def pull_mail(self, user: str, max_count: int) -> list[Envelope]:
         """Take and remove up to ``max_count`` of ``user``'s mailbox envelopes (the seed's REST pull)."""
         batch = await self.backplane.fetch_mail(user, max_count)
-        envelopes = list(batch.envelopes)
+        envelopes = sorted(batch.envelopes, key=_sent_at)
         await batch.settle()
         self.stats.mailbox_delivered += len(envelopes)
         return envelopes
@@ -252,11 +279,17 @@ class Hub:
             if not batch.envelopes:
                 await batch.settle()
                 return
-            for envelope in batch.envelopes:
+            # Mailbox order is arrival order. Around an unbind a message still in flight to this node can reach
+            # the mailbox after one published later (which went there straight); the send time puts them back
+            # in order within a batch (stable: equal times keep the mailbox's order).
+            for envelope in sorted(batch.envelopes, key=_sent_at):
                 if not any([subscriber.push(envelope) for subscriber in presence.subscribers]):
                     # Nobody could take it: keep the whole batch (ids let clients drop what they already have).
                     await batch.release()
                     return
+                # Flow control: a mailbox can hold far more than a connection's send buffer.
+                for subscriber in list(presence.subscribers):
+                    await subscriber.ready_for_more()
             await batch.settle()
             self.stats.mailbox_delivered += len(batch.envelopes)
 
@@ -310,3 +343,7 @@ class Hub:
                 del self._locks[user]
             else:
                 self._locks[user] = (lock, users - 1)
+
+
+def _sent_at(envelope: Envelope) -> int:
+    return envelope.ts

@@ -20,9 +20,9 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..core.envelope import Envelope
 from ..core.errors import RateLimited, WarrenError
@@ -37,6 +37,8 @@ SERVER_NAME = "Warren/0.1"
 #: What the server offers: it can send a heart-beat every 10 s and wants one from the client every 10 s.
 SERVER_HEARTBEAT_MS = (10_000, 10_000)
 MAX_SUBSCRIPTIONS = 16
+#: Seconds a mailbox drain waits for a client to read or acknowledge before calling it a slow consumer.
+SEND_TIME_LIMIT = 10.0
 #: Envelopes one subscription may hold unacknowledged in a client-ack mode before it is a slow consumer.
 MAX_UNACKED = 1_000
 _connection_ids = itertools.count(1)
@@ -74,6 +76,10 @@ class Wire(Protocol):
         ...
 
     def queued_bytes(self) -> int: ...
+
+    async def wait_flushed(self) -> None:
+        """Return when everything queued so far was written to the client."""
+        ...
 
     def close(self, code: int, reason: str) -> None: ...
 
@@ -116,6 +122,8 @@ class StompConnection:
         self._last_sent = time.monotonic()
         self._last_received = time.monotonic()
         self._timer: asyncio.TimerHandle | None = None
+        #: Set when an ACK arrives or the connection closes: what a drain waiting on this client waits for.
+        self._progress = asyncio.Event()
         rate, burst = hub.connection_message_rate, hub.connection_message_burst
         self._send_bucket = TokenBucket(rate, burst) if rate > 0 else None
 
@@ -153,6 +161,34 @@ class StompConnection:
             if self._write(self._message_frame(headers, body)):
                 taken = True
         return taken
+
+    async def ready_for_more(self) -> None:
+        # Below half the bounds, so a drain never trips the slow-consumer checks in push(). A client that does not
+        # catch up within SEND_TIME_LIMIT is a slow consumer (as Spring's sendTimeLimit).
+        try:
+            async with asyncio.timeout(SEND_TIME_LIMIT):
+                if self.wire.queued_bytes() > self._send_buffer_bytes // 2:
+                    await self._until_closed_or(self.wire.wait_flushed())
+                while not self._closed and any(
+                    len(s.unacked) > MAX_UNACKED // 2 for s in self._subscriptions.values()
+                ):
+                    self._progress.clear()
+                    await self._progress.wait()
+        except TimeoutError:
+            self._fail(CloseCode.SLOW_CONSUMER, "slow-consumer", f"no progress for {SEND_TIME_LIMIT:g} s")
+
+    async def _until_closed_or(self, waiting: Coroutine[Any, Any, None]) -> None:
+        done = asyncio.ensure_future(waiting)
+        gone = None
+        if not self._closed:
+            self._progress.clear()  # an old ACK must not end the wait; a close (or a new ACK) does
+            gone = asyncio.ensure_future(self._progress.wait())
+        try:
+            await asyncio.wait([f for f in (done, gone) if f is not None], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for future in (done, gone):
+                if future is not None and not future.done():
+                    future.cancel()
 
     def take_unacknowledged(self) -> Sequence[Envelope]:
         seen: dict[str, Envelope] = {}
@@ -196,6 +232,7 @@ class StompConnection:
             self._timer.cancel()
             self._timer = None
         was_closed, self._closed = self._closed, True
+        self._progress.set()  # wakes a drain waiting on this connection
         if self._online:
             self._online = False
             try:
@@ -331,6 +368,7 @@ class StompConnection:
 
     async def _on_ack(self, frame: Frame) -> None:
         self._settle(frame)
+        self._progress.set()
         self._receipt(frame)
 
     async def _on_nack(self, frame: Frame) -> None:
@@ -419,6 +457,7 @@ class StompConnection:
             headers["receipt-id"] = receipt
         self._write(encode("ERROR", headers, detail.encode(), version=self.version or "1.2"))
         self._closed = True
+        self._progress.set()
         self.wire.close(int(code), reason)
         if self._online:
             # Stop deliveries and queue what the client did not get now, in order; unbind from a task, since

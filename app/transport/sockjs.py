@@ -1,113 +1,87 @@
-"""The SockJS endpoint (``/chat-websocket``): the ``sockjs`` package, configured and corrected for Warren.
+"""The SockJS endpoint (``/chat-websocket``): one STOMP connection per SockJS session, on every transport.
 
 Each SockJS session carries one STOMP connection. The user is read from the cookie session once, when the SockJS
 session opens (the request that opens it carries the cookie on every transport, same-origin iframes included);
-an anonymous session still speaks STOMP but its CONNECT is answered with ERROR and the session closes.
+an anonymous session still speaks STOMP but its CONNECT is answered with ERROR and the session closes. Pages of
+other origins never get that far: the endpoint refuses them (``app.transport.endpoint``).
 
-Corrections to the package, each needed for a guarantee:
+What Warren adds on top of the generic SockJS layer (``endpoint`` and ``session`` in this package):
 
-* **Bounded outgoing queue.** The package's per-session queue is unbounded; ``WarrenSession`` counts the bytes
-  queued and the STOMP layer closes a session past ``SEND_BUFFER_BYTES`` as a slow consumer (close code 4008).
-* **Sessions of vanished clients expire.** The package never sets an expiry when a polling or streaming request
-  ends, so a client that stops polling would stay "online" forever and its mail would go nowhere. A released
-  session now expires after ``disconnect_delay`` unless the client polls again, and the STOMP connection leaves
-  the hub then.
-* **A closed WebSocket leaves at once.** A WebSocket session cannot be resumed, so when its socket ends the STOMP
-  connection leaves the hub immediately instead of after the package's disconnect delay: mail sent in that window
-  goes to the mailbox instead of into a dead socket.
-* **No CDN.** The iframe page loads sockjs-client from this server (``/vendor/...``), the same file as the page.
+* **Bounded outgoing queue.** ``Session.queued_bytes`` measures what a client has not fetched yet; the STOMP layer
+  closes a session past ``SEND_BUFFER_BYTES`` as a slow consumer (close code 4008).
+* **Undelivered chat messages go back to the hub.** When a session ends with messages the client may not have
+  — queued for a polling client that went away between two polls, in the answer to its last poll (it never
+  polled again), behind a request aborted mid-way, behind a WebSocket that dropped — the chat messages among
+  them (``MESSAGE`` frames of ``/user/topic/reply`` in ``ack:auto`` mode) are handed back to the hub *before*
+  the connection leaves it: the hub gives each to the user's other connections on this node, or to the
+  mailbox. Without this, ``ack:auto`` mail queued in a session whose client vanished was lost at expiry.
+  Messages in a client-ack mode need nothing here: the STOMP layer returns every unacknowledged one.
+  What can still be lost in ``ack:auto``: a message written to a streaming or WebSocket connection the client
+  abandoned before the server could tell (no FIN seen yet) — at-most-once past the write, as ``ack:auto``
+  means. A message handed back that the client did read comes again with the same id; clients drop duplicates
+  by id, and those that must not lose anything use ``ack:client-individual``.
+* **Shutdown.** ``close_all`` tells every client to reconnect (4012), gives receivers a moment to write that, and
+  ends every session, so mail nobody fetched reaches a mailbox before the backplane closes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
-from typing import Any
 
-import sockjs
 from aiohttp import web
-from sockjs import MsgType, SessionManager, SessionState, SockjsMessage
-from sockjs.protocol import Frame
 
-from ..auth.origins import origin_allowed
 from ..auth.sessions import session_user
 from ..auth.users import UserDirectory
 from ..config import Settings
+from ..core.envelope import Envelope
+from ..core.errors import InvalidMessage
 from ..core.hub import Hub
-from ..stomp.protocol import CloseCode, StompConnection
+from ..stomp.frames import FrameError, FrameParser, Limits
+from ..stomp.protocol import Channel, CloseCode, StompConnection
+from .endpoint import EndpointOptions, OriginPolicy, SockJSEndpoint
+from .session import Session, SessionManager, SessionState
 
 log = logging.getLogger(__name__)
 
 PREFIX = "/chat-websocket"
+#: The sockjs-client build the pages load (web/node_modules via /vendor); the iframe page must load the same one.
 SOCKJS_CLIENT_PATH = "/vendor/sockjs-client/dist/sockjs.min.js"
-_WEBSOCKET_TRANSPORTS = frozenset({"websocket", "websocket-raw"})
+#: How long shutdown waits for connected receivers to write the "reconnect" close frame.
+CLOSE_FLUSH_SECONDS = 1.0
 
 
-class WarrenSession(sockjs.Session):  # type: ignore[misc]
-    """A SockJS session that carries one STOMP connection and counts its queued bytes."""
+class WarrenSession(Session):
+    """A SockJS session carrying one STOMP connection; it is that connection's ``Wire``."""
 
-    def __init__(self, session_id: str, **kwargs: Any) -> None:
-        super().__init__(session_id, **kwargs)
+    def __init__(self, session_id: str, transport_name: str) -> None:
+        super().__init__(session_id, transport_name)
         self.stomp: StompConnection | None = None
-        self.transport_name = ""
-        self._queued = 0
 
-    # Wire (what the STOMP connection writes through)
     def send_text(self, text: str) -> bool:
-        return bool(self.send(text))
-
-    def queued_bytes(self) -> int:
-        return self._queued
-
-    def feed(self, frame: Frame, data: Any) -> None:
-        if frame is Frame.MESSAGE:
-            self._queued += len(data)
-        super().feed(frame, data)
-
-    async def get_frame(self, pack: bool = True) -> tuple[Frame, Any]:
-        frame, payload = await super().get_frame(pack=False)
-        if frame is Frame.MESSAGE:
-            self._queued -= sum(len(message) for message in payload)
-        if pack:
-            if frame is Frame.CLOSE:
-                return frame, sockjs.protocol.close_frame(*payload)
-            if frame is Frame.MESSAGE:
-                return frame, sockjs.protocol.messages_frame(payload)
-        return frame, payload
-
-    def acquire(self, request: web.Request) -> bool:
-        self.transport_name = request.get("sockjs_transport_name", "websocket-raw")
-        return bool(super().acquire(request))
-
-    def release(self) -> None:
-        super().release()
-        # Start the disconnect countdown; the next poll (acquire) cancels it.
-        self.expire()
+        return self.send(text)
 
 
-class WarrenSessionManager(SessionManager):  # type: ignore[misc]
+class WarrenSessionManager(SessionManager):
     def __init__(self, app: web.Application, hub: Hub, directory: UserDirectory, settings: Settings) -> None:
         super().__init__(
-            "chat",
-            app,
-            self._on_event,
             heartbeat_delay=settings.heartbeat_seconds,
             disconnect_delay=settings.disconnect_delay_seconds,
+            session_factory=WarrenSession,
         )
-        self.factory = WarrenSession
+        self.app = app
         self.hub = hub
         self.directory = directory
         self.settings = settings
         self.accepting = True
 
-    async def release(self, session: WarrenSession) -> None:
-        await super().release(session)
-        if session.transport_name in _WEBSOCKET_TRANSPORTS:
-            await self.remote_close(session)
-
-    def open_sessions(self) -> Iterable[WarrenSession]:
-        return [s for s in self.sessions.values() if s.stomp is not None and s.state is SessionState.OPEN]
+    def open_sessions(self) -> list[WarrenSession]:
+        """Sessions with a STOMP connection that are neither closing nor closed."""
+        return [
+            session
+            for session in self.sessions.values()
+            if isinstance(session, WarrenSession) and session.stomp is not None and session.state is SessionState.OPEN
+        ]
 
     def count_by_transport(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -115,27 +89,10 @@ class WarrenSessionManager(SessionManager):  # type: ignore[misc]
             counts[session.transport_name] = counts.get(session.transport_name, 0) + 1
         return counts
 
-    async def _on_event(self, _manager: SessionManager, session: WarrenSession, message: SockjsMessage) -> None:
-        if message.type is MsgType.MESSAGE:
-            if session.stomp is None:
-                return
-            if not isinstance(message.data, str):
-                session.stomp._fail(CloseCode.PROTOCOL_ERROR, "malformed-frame", "SockJS messages must be strings")
-                return
-            await session.stomp.on_text(message.data)
-        elif message.type is MsgType.OPEN:
-            await self._open(session)
-        elif message.type in (MsgType.CLOSE, MsgType.CLOSED):
-            if session.stomp is not None:
-                await session.stomp.on_close()
-
-    async def _open(self, session: WarrenSession) -> None:
-        request = session.request
+    async def on_open(self, session: Session, request: web.Request) -> None:
+        assert isinstance(session, WarrenSession)
         if not self.accepting:
             session.close(CloseCode.SHUTTING_DOWN, "server shutting down, reconnect")
-            return
-        if request is None or not origin_allowed(request, self.settings.allowed_origins):
-            session.close(CloseCode.NOT_SIGNED_IN, "origin not allowed")
             return
         user = await session_user(request, self.directory)
         session.stomp = StompConnection(
@@ -149,28 +106,81 @@ class WarrenSessionManager(SessionManager):  # type: ignore[misc]
         )
         log.debug("session %s opened by %s over %s", session.id, user or "anonymous", session.transport_name)
 
+    async def on_message(self, session: Session, message: str) -> None:
+        assert isinstance(session, WarrenSession)
+        if session.stomp is not None:
+            await session.stomp.on_text(message)
+
+    async def on_close(self, session: Session) -> None:
+        assert isinstance(session, WarrenSession)
+        stomp = session.stomp
+        if stomp is None:
+            return
+        # Hand back what the client never got while the connection still counts as online. Messages pushed
+        # between the end of the session and this call were queued behind the rest, so all go back in order;
+        # from here on the session refuses writes and the hub gives anything newer to the user's other
+        # connections or to the mailbox. Only then does the user leave the hub.
+        returned = undelivered_envelopes(session.take_undelivered(), stomp.version)
+        for envelope in returned:
+            await self.hub.deliver(envelope)
+        if returned:
+            log.info("%d undelivered message(s) of %s handed back to the hub", len(returned), stomp.user)
+        await stomp.on_close()
+
     async def close_all(self) -> None:
         """Shutdown: refuse new sessions, tell every client to reconnect elsewhere, leave the hub."""
         self.accepting = False
-        sessions = list(self.open_sessions())
+        sessions = self.open_sessions()
         for session in sessions:
             assert session.stomp is not None
             await session.stomp.shutdown()
-        # Let transports write the close frames before the sessions are dropped.
-        for _ in range(20):
-            if not any(s._queued for s in sessions):
-                break
-            await asyncio.sleep(0.05)
+        # Let connected receivers write the close frames (and what was queued before them)...
+        waits = [asyncio.ensure_future(session.wait_flushed()) for session in sessions]
+        if waits:
+            _done, pending = await asyncio.wait(waits, timeout=CLOSE_FLUSH_SECONDS)
+            for waiter in pending:
+                waiter.cancel()
+        # ...then end every session: mail no client came to fetch goes back to the hub while the backplane is up.
+        await self.end_all()
+
+
+def undelivered_envelopes(texts: list[str], version: str | None) -> list[Envelope]:
+    """The chat messages among STOMP text that was queued for a client and never written.
+
+    Only ``MESSAGE`` frames of ``/user/topic/reply`` without an ``ack`` header (``ack:auto``): client-ack ones are
+    returned by the STOMP layer itself, and other frames (receipts, errors, heart-beats) are not mail.
+    """
+    if not texts:
+        return []
+    parser = FrameParser(Limits(max_body=64 * 1024 * 1024))
+    parser.version = version or "1.2"
+    envelopes: list[Envelope] = []
+    for text in texts:
+        try:
+            frames = parser.feed(text.encode("utf-8"))
+        except FrameError:
+            log.warning("could not read back an undelivered STOMP frame; it is dropped")
+            parser = FrameParser(Limits(max_body=64 * 1024 * 1024))
+            parser.version = version or "1.2"
+            continue
+        for frame in frames:
+            if frame.command != "MESSAGE" or frame.get("destination") != Channel.REPLY.value or "ack" in frame.headers:
+                continue
+            try:
+                envelopes.append(Envelope.from_body(frame.body))
+            except InvalidMessage:
+                log.warning("an undelivered MESSAGE frame held no envelope; it is dropped")
+    return envelopes
 
 
 def add_sockjs_endpoint(app: web.Application, manager: WarrenSessionManager) -> None:
-    sockjs.add_endpoint(
-        app,
-        manager.handler,
-        name="chat",
-        prefix=PREFIX,
-        manager=manager,
-        sockjs_cdn=SOCKJS_CLIENT_PATH,
-        heartbeat_delay=manager.settings.heartbeat_seconds,
-        disconnect_delay=manager.settings.disconnect_delay_seconds,
+    settings = manager.settings
+    options = EndpointOptions(
+        sockjs_client_url=SOCKJS_CLIENT_PATH,
+        origins=OriginPolicy(settings.allowed_origins),
+        cookie_needed=True,
+        # One STOMP SEND of the largest message, its JSON escapes escaped again by SockJS, plus headers.
+        max_websocket_message=settings.max_message_bytes * 8 + 64 * 1024,
     )
+    SockJSEndpoint(manager, options).add_routes(app.router, PREFIX)
+    app.on_cleanup.append(manager.stop)

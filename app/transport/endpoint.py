@@ -1,0 +1,576 @@
+"""The SockJS endpoint: every URL of the protocol, the HTTP and WebSocket transports, CORS and the origin policy.
+
+Routes under the prefix (``/chat-websocket`` for Warren)::
+
+    GET        /                          greeting
+    GET|OPTIONS /info                     capabilities, entropy, allowed origins
+    GET        /iframe[-version].html     the page iframe transports run in
+    GET        /websocket                 raw WebSocket (no SockJS framing; command-line clients)
+    *          /<server>/<session>/<t>    t = websocket, xhr, xhr_send, xhr_streaming, eventsource, htmlfile,
+                                          jsonp, jsonp_send
+
+What this adds to, or fixes in, the ``sockjs`` package's routes (``sockjs/route.py``, ``transports/``):
+
+* **Origin policy everywhere.** A request from a page of another origin is refused with 403 — ``/info``, the
+  preflight, every session URL and the WebSocket upgrade (checked before upgrading) — unless the origin is the
+  server's own or in the allow-list (``ALLOWED_ORIGINS``, ``app.auth.origins``). The package checked nothing and
+  ``/info`` claimed ``"*:*"``; ``/info`` now lists the origins actually allowed.
+* **CORS.** Allowed cross-origin requests get ``Access-Control-Allow-Origin: <origin>`` with credentials, and
+  preflight ``OPTIONS`` is answered for ``/info``, ``xhr``, ``xhr_send`` and ``xhr_streaming`` (the package
+  never routed ``OPTIONS``). Same-origin requests need none of it and get none.
+* **``JSESSIONID``** (``cookie_needed``) is set on session URLs only, for load balancers that stick on it:
+  ``HttpOnly``, ``SameSite=None; Secure`` when the request came over HTTPS (directly or per
+  ``X-Forwarded-Proto``) so that allowed cross-site pages keep their affinity, otherwise ``SameSite=Lax``
+  (browsers drop ``SameSite=None`` cookies that are not ``Secure``). It carries no authority.
+* **Strict input.** ``xhr_send`` and ``jsonp_send`` take a JSON array of strings and nothing else (the package
+  turned a bare string into one message per character): an empty body is ``500 Payload expected.``, anything
+  else ``500 Broken JSON encoding.``. JSONP/htmlfile callbacks must match ``^[a-zA-Z0-9_.]+$``.
+* **Escaped scripts.** htmlfile and JSONP frames are written with ``framing.script_string`` (``</script>`` in a
+  message cannot end the script).
+* **The iframe page** loads sockjs-client from this server (the same file the chat page uses: sockjs-client
+  refuses an iframe of another version) and answers 304 only when ``If-None-Match`` names its ETag.
+* **Sends survive an aborted request.** The messages of an ``xhr_send`` are handed to the application in a
+  shielded task: a client that gives up on the request cannot cut a STOMP frame's handling in half.
+
+The official sockjs-protocol suite passes against this module except ``Websocket.test_haproxy``, which exercises
+hixie-76, a 2010 WebSocket draft no browser speaks and aiohttp does not implement (``python -m app.conformance``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+from aiohttp import WSMsgType, web
+
+from ..auth.origins import origin_allowed
+from . import framing
+from .session import (
+    HEARTBEAT_FRAME,
+    FrameKind,
+    Pending,
+    Receiver,
+    Session,
+    SessionManager,
+    SessionState,
+    peer_gone,
+)
+
+log = logging.getLogger(__name__)
+
+_JS = "application/javascript;charset=UTF-8"
+_TEXT = "text/plain;charset=UTF-8"
+_HTML = "text/html;charset=UTF-8"
+_COOKIE_VALUE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+@dataclass(frozen=True)
+class OriginPolicy:
+    """Which pages may use the endpoint: the server's own origin, those in ``allowed``, or (suite only) any."""
+
+    allowed: tuple[str, ...] = ()
+    #: Accept every origin and report ``"*:*"``: only for running the protocol suite (it sends ``Origin: test``).
+    any_origin: bool = False
+
+    def allows(self, request: web.Request) -> bool:
+        return self.any_origin or origin_allowed(request, self.allowed)
+
+    def frame_ancestors(self) -> str:
+        """Who may frame the iframe page (the iframe transports): this origin and the allowed ones, nobody else
+        (clickjacking). As a CSP ``frame-ancestors`` it overrides a blanket ``X-Frame-Options: SAMEORIGIN``."""
+        return "*" if self.any_origin else " ".join(["'self'", *self.allowed])
+
+    def info_origins(self, request: web.Request) -> list[str]:
+        """The ``origins`` of ``/info``, in sockjs' ``host:port`` form."""
+        if self.any_origin:
+            return ["*:*"]
+        scheme = _forwarded_proto(request) or request.scheme
+        own = _host_port(f"{scheme}://{request.host}")
+        listed = [_host_port(origin) for origin in self.allowed]
+        return list(dict.fromkeys(origin for origin in [own, *listed] if origin))
+
+
+@dataclass(frozen=True)
+class EndpointOptions:
+    #: Where the iframe page loads sockjs-client from; must be the very file the pages use.
+    sockjs_client_url: str
+    origins: OriginPolicy = OriginPolicy()
+    #: Report ``cookie_needed`` and set ``JSESSIONID`` (sticky load balancers).
+    cookie_needed: bool = True
+    websocket: bool = True
+    #: Bytes a streaming response carries before it ends and the client opens the next one (frees memory).
+    response_limit: int = 128 * 1024
+    #: The largest WebSocket message accepted from a client.
+    max_websocket_message: int = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class _Receiving:
+    """A transport that carries frames to the client (the request that polls or streams)."""
+
+    name: str
+    method: str
+    content_type: str
+    streaming: bool
+    wrap: Callable[[str, str], bytes]
+    prelude: Callable[[str], bytes] | None = None
+    needs_callback: bool = False
+
+
+_RECEIVING: dict[str, _Receiving] = {
+    "xhr": _Receiving("xhr-polling", "POST", _JS, False, lambda frame, _c: framing.xhr(frame)),
+    "xhr_streaming": _Receiving(
+        "xhr-streaming",
+        "POST",
+        _JS,
+        True,
+        lambda frame, _c: framing.xhr(frame),
+        lambda _c: framing.XHR_STREAMING_PRELUDE,
+    ),
+    "eventsource": _Receiving(
+        "eventsource",
+        "GET",
+        "text/event-stream",
+        True,
+        lambda frame, _c: framing.eventsource(frame),
+        lambda _c: framing.EVENTSOURCE_PRELUDE,
+    ),
+    "htmlfile": _Receiving(
+        "htmlfile",
+        "GET",
+        _HTML,
+        True,
+        lambda frame, callback: framing.htmlfile(frame),
+        framing.htmlfile_prelude,
+        needs_callback=True,
+    ),
+    "jsonp": _Receiving(
+        "jsonp-polling", "GET", _JS, False, lambda frame, callback: framing.jsonp(callback, frame), needs_callback=True
+    ),
+}
+#: Transports that take messages from the client.
+_SENDING = {"xhr_send": "POST", "jsonp_send": "POST"}
+#: Session URLs that answer a CORS preflight (the XHR ones; the others are not fetched with custom requests).
+_PREFLIGHT = frozenset({"xhr", "xhr_send", "xhr_streaming"})
+
+
+class BadPayload(Exception):
+    """What ``xhr_send``/``jsonp_send`` answer with status 500 (the protocol's texts)."""
+
+
+def parse_messages(data: bytes | str) -> list[str]:
+    """A SockJS send payload: a JSON array of strings. Raises ``BadPayload`` with the protocol's message."""
+    if not data:
+        raise BadPayload("Payload expected.")
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        messages = json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        raise BadPayload("Broken JSON encoding.") from None
+    if not isinstance(messages, list) or not all(isinstance(message, str) for message in messages):
+        raise BadPayload("Broken JSON encoding.")
+    return messages
+
+
+class SockJSEndpoint:
+    """Serves one SockJS endpoint for ``manager``; ``add_routes`` mounts it under a prefix."""
+
+    def __init__(self, manager: SessionManager, options: EndpointOptions) -> None:
+        self.manager = manager
+        self.options = options
+        self._iframe, self._iframe_etag = framing.iframe_page(options.sockjs_client_url)
+
+    def add_routes(self, router: web.UrlDispatcher, prefix: str) -> None:
+        prefix = prefix.rstrip("/")
+        router.add_route("GET", prefix, self.greeting)
+        router.add_route("GET", prefix + "/", self.greeting)
+        router.add_route("*", prefix + "/info", self.info)
+        router.add_route("GET", prefix + "/iframe{version:[-0-9a-z_.]*}.html", self.iframe)
+        if self.options.websocket:
+            router.add_route("*", prefix + "/websocket", self.raw_websocket)
+        router.add_route("*", prefix + "/{server}/{session}/{transport}", self.session_url)
+
+    # -- static URLs ---------------------------------------------------------------------------------------------
+
+    async def greeting(self, _request: web.Request) -> web.Response:
+        return web.Response(body=b"Welcome to SockJS!\n", headers={"Content-Type": _TEXT})
+
+    async def info(self, request: web.Request) -> web.Response:
+        if request.method == "OPTIONS":
+            return self._preflight(request, "OPTIONS, GET")
+        if request.method != "GET":
+            return _method_not_allowed("GET, OPTIONS")
+        if not self.options.origins.allows(request):
+            return _forbidden()
+        body = {
+            "websocket": self.options.websocket,
+            "cookie_needed": self.options.cookie_needed,
+            "origins": self.options.origins.info_origins(request),
+            # Browsers had poor random sources; the client seeds session ids with this.
+            "entropy": secrets.randbits(32),
+        }
+        headers = {"Content-Type": "application/json;charset=UTF-8", "Cache-Control": framing.NO_CACHE}
+        headers.update(self._cors(request))
+        return web.Response(body=json.dumps(body).encode(), headers=headers)
+
+    async def iframe(self, request: web.Request) -> web.Response:
+        headers = {
+            "ETag": self._iframe_etag,
+            "Content-Security-Policy": f"frame-ancestors {self.options.origins.frame_ancestors()}",
+            **framing.cache_for_a_year(),
+        }
+        if _etag_matches(request.headers.get("If-None-Match"), self._iframe_etag):
+            return web.Response(status=304, headers=headers)
+        headers["Content-Type"] = _HTML
+        return web.Response(body=self._iframe, headers=headers)
+
+    # -- session URLs ----------------------------------------------------------------------------------------------
+
+    async def session_url(self, request: web.Request) -> web.StreamResponse:
+        server, session_id = request.match_info["server"], request.match_info["session"]
+        transport = request.match_info["transport"]
+        # The protocol reserves dots (no "../" tricks, no file-like names) in both ids.
+        if "." in server or "." in session_id:
+            raise web.HTTPNotFound()
+        if transport == "websocket" and self.options.websocket:
+            return await self._websocket(request, session_id)
+        receiving = _RECEIVING.get(transport)
+        method = receiving.method if receiving is not None else _SENDING.get(transport)
+        if method is None:
+            raise web.HTTPNotFound()
+        if request.method == "OPTIONS" and transport in _PREFLIGHT:
+            return self._preflight(request, "OPTIONS, POST")
+        if request.method != method:
+            return _method_not_allowed(method + (", OPTIONS" if transport in _PREFLIGHT else ""))
+        if not self.options.origins.allows(request):
+            return _forbidden()
+        if receiving is not None:
+            return await self._receive(request, receiving, session_id)
+        return await self._send(request, transport, session_id)
+
+    async def _send(self, request: web.Request, transport: str, session_id: str) -> web.Response:
+        session = self.manager.get(session_id)
+        if session is None:
+            raise web.HTTPNotFound()
+        body = await request.read()
+        try:
+            if transport == "jsonp_send" and request.content_type == "application/x-www-form-urlencoded":
+                body = _form_field(body, "d")
+            messages = parse_messages(body)
+        except BadPayload as exc:
+            return _server_error(str(exc), self._cors(request))
+        # Shielded: if the client aborts this request, its messages are still handled whole and in order.
+        await asyncio.shield(self.manager.receive(session, messages))
+        headers = {"Content-Type": _TEXT, "Cache-Control": framing.NO_CACHE, **self._cors(request)}
+        headers.update(self._cookie(request))
+        if transport == "jsonp_send":
+            # Some old browsers mishandle 204 on a form post; the protocol answers "ok".
+            return web.Response(body=b"ok", headers=headers)
+        return web.Response(status=204, headers=headers)
+
+    async def _receive(self, request: web.Request, kind: _Receiving, session_id: str) -> web.StreamResponse:
+        callback = ""
+        if kind.needs_callback:
+            callback = request.query.get("c", "")
+            if not callback:
+                return _server_error('"callback" parameter required', self._cors(request))
+            if not framing.CALLBACK.match(callback):
+                return _server_error('invalid "callback" parameter', self._cors(request))
+        session = self.manager.get(session_id) or self.manager.create(session_id, kind.name)
+        headers = {"Content-Type": kind.content_type, "Cache-Control": framing.NO_CACHE, **self._cors(request)}
+        headers.update(self._cookie(request))
+        response = web.StreamResponse(headers=headers)
+        if kind.streaming and request.version < (1, 1):
+            # HTTP/1.0 has no chunking: the end of a stream is the end of the connection, whatever the client
+            # asked for with "Connection: Keep-Alive".
+            response.force_close()
+        out = _Output(request, response, kind.streaming)
+        try:
+            if kind.prelude is not None:
+                await out.write(kind.prelude(callback))
+            await self._carry(request, session, kind, callback, out)
+        except ConnectionError:
+            pass  # the client went away while we wrote; _carry has ended the session if it was carrying it
+        await out.finish()
+        return out.response
+
+    async def _carry(
+        self, request: web.Request, session: Session, kind: _Receiving, callback: str, out: _Output
+    ) -> None:
+        """Write the session's frames to this request: one frame when polling, until a limit when streaming."""
+        manager = self.manager
+        if session.state is SessionState.CLOSED:
+            # Ended: every request gets the close frame until the session expires (sockjs-protocol).
+            await out.write(kind.wrap(_close_text(session), callback))
+            return
+        receiver = manager.attach(session, request)
+        if receiver is None:
+            if manager.receiver_gone(session):
+                # The request holding the session was aborted and nobody noticed yet: that ends the session.
+                manager.interrupt(session)
+                await out.write(kind.wrap(_close_text(session), callback))
+            else:
+                await out.write(kind.wrap(framing.close_frame(2010, "Another connection still open"), callback))
+            return
+        try:
+            await manager.open(session, request)
+            sent = 0
+            while session.is_receiver(receiver):
+                pending = session.next_frame()
+                if pending is None:
+                    if await session.wait_for_frames(manager.heartbeat_delay):
+                        continue
+                    pending = HEARTBEAT_FRAME
+                if peer_gone(request):
+                    manager.interrupt(session)
+                    return
+                data = kind.wrap(pending.text, callback)
+                await out.write(data)
+                self._written(session, pending, await_next_poll=not kind.streaming)
+                sent += len(data)
+                if pending.kind is FrameKind.CLOSE or not kind.streaming or sent >= self.options.response_limit:
+                    return
+        except ConnectionError:
+            # Written into a connection the client had closed: nothing was committed, the frame is still queued.
+            if session.is_receiver(receiver):
+                manager.interrupt(session)
+            raise
+        except asyncio.CancelledError:
+            # Only with aiohttp's handler_cancellation on: the client went away while we waited or wrote.
+            if session.is_receiver(receiver):
+                manager.interrupt(session)
+            raise
+        finally:
+            manager.detach(session, receiver)
+
+    def _written(self, session: Session, pending: Pending, *, await_next_poll: bool = False) -> None:
+        session.commit(pending, await_next_poll=await_next_poll)
+        if pending.kind is FrameKind.CLOSE:
+            self.manager.end(session)
+
+    # -- WebSocket ---------------------------------------------------------------------------------------------------
+
+    async def _websocket(self, request: web.Request, session_id: str) -> web.StreamResponse:
+        ws = await self._upgrade(request, heartbeat=None)
+        if not isinstance(ws, web.WebSocketResponse):
+            return ws
+        session = self.manager.create_unique(session_id, "websocket")
+        await self._run_websocket(request, ws, session, framed=True)
+        return ws
+
+    async def raw_websocket(self, request: web.Request) -> web.StreamResponse:
+        """``/websocket``: one WebSocket message per SockJS message, no frames (aiohttp pings keep it alive)."""
+        ws = await self._upgrade(request, heartbeat=self.manager.heartbeat_delay)
+        if not isinstance(ws, web.WebSocketResponse):
+            return ws
+        session = self.manager.create_unique(f"raw-{secrets.token_hex(6)}", "websocket-raw")
+        await self._run_websocket(request, ws, session, framed=False)
+        return ws
+
+    async def _upgrade(self, request: web.Request, *, heartbeat: float | None) -> web.StreamResponse:
+        if request.method != "GET":
+            return _method_not_allowed("GET")
+        # Browsers send Origin on every WebSocket handshake and no CORS applies to it: this check is the only one.
+        if not self.options.origins.allows(request):
+            return _forbidden()
+        ws = web.WebSocketResponse(max_msg_size=self.options.max_websocket_message, heartbeat=heartbeat)
+        if not ws.can_prepare(request).ok:
+            return web.Response(status=400, body=b"Not a valid websocket request", headers={"Content-Type": _TEXT})
+        await ws.prepare(request)
+        return ws
+
+    async def _run_websocket(
+        self, request: web.Request, ws: web.WebSocketResponse, session: Session, *, framed: bool
+    ) -> None:
+        manager = self.manager
+        receiver = manager.attach(session, request)
+        assert receiver is not None
+        writer: asyncio.Task[None] | None = None
+        try:
+            await manager.open(session, request)
+            writer = asyncio.create_task(self._ws_writer(ws, session, receiver, framed=framed))
+            async for message in ws:
+                if message.type is not WSMsgType.TEXT:
+                    break
+                if not message.data:
+                    continue  # empty frames are ignored (sockjs-protocol)
+                if framed:
+                    try:
+                        messages = _ws_messages(message.data)
+                    except BadPayload:
+                        # Broken JSON: the protocol says to drop the connection at once.
+                        manager.interrupt(session)
+                        break
+                else:
+                    messages = [message.data]
+                await manager.receive(session, messages)
+        finally:
+            # A WebSocket session cannot be resumed: it ends with its connection, and the application hears of it
+            # before this handler returns (mail sent from now on finds the user gone, not a dead socket). The
+            # session is ended before any await here: with handler cancellation on, a closed connection can
+            # cancel this handler again while it cleans up.
+            if writer is not None:
+                writer.cancel()
+            manager.remove(session)
+            ended = manager.end(session)
+            if writer is not None:
+                await asyncio.gather(writer, return_exceptions=True)
+            if not ws.closed:
+                await ws.close()
+            await asyncio.shield(ended)
+
+    async def _ws_writer(
+        self, ws: web.WebSocketResponse, session: Session, receiver: Receiver, *, framed: bool
+    ) -> None:
+        try:
+            while session.is_receiver(receiver):
+                pending = session.next_frame()
+                if pending is None:
+                    if await session.wait_for_frames(self.manager.heartbeat_delay):
+                        continue
+                    if not framed:
+                        continue
+                    pending = HEARTBEAT_FRAME
+                if framed:
+                    await ws.send_str(pending.text)
+                elif pending.kind is FrameKind.MESSAGES:
+                    for text in session.peek_messages(pending.count):
+                        await ws.send_str(text)
+                self._written(session, pending)
+                if pending.kind is FrameKind.CLOSE:
+                    code, reason = session.close_reason
+                    if framed:
+                        await ws.close()
+                    else:
+                        await ws.close(code=code, message=reason.encode())
+                    return
+        except ConnectionError:
+            self.manager.interrupt(session)
+            await ws.close()
+
+    # -- helpers ---------------------------------------------------------------------------------------------------
+
+    def _preflight(self, request: web.Request, methods: str) -> web.Response:
+        if not self.options.origins.allows(request):
+            return _forbidden()
+        headers = {
+            **framing.cache_for_a_year(),
+            "Access-Control-Max-Age": str(framing.ONE_YEAR),
+            "Access-Control-Allow-Methods": methods,
+            **self._cors(request),
+        }
+        requested = request.headers.get("Access-Control-Request-Headers")
+        if requested:
+            headers["Access-Control-Allow-Headers"] = requested
+        return web.Response(status=204, headers=headers)
+
+    def _cors(self, request: web.BaseRequest) -> dict[str, str]:
+        """CORS answer for an allowed request: echo its origin, with credentials (cookies must flow)."""
+        origin = request.headers.get("Origin")
+        if not origin:
+            return {}
+        return {"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Credentials": "true", "Vary": "Origin"}
+
+    def _cookie(self, request: web.BaseRequest) -> dict[str, str]:
+        if not self.options.cookie_needed:
+            return {}
+        value = request.cookies.get("JSESSIONID", "")
+        if not _COOKIE_VALUE.match(value):
+            # The protocol's placeholder: a balancer that sticks on JSESSIONID rewrites or prefixes it.
+            value = "dummy"
+        secure = request.secure or _forwarded_proto(request) == "https"
+        same_site = "SameSite=None; Secure" if secure else "SameSite=Lax"
+        return {"Set-Cookie": f"JSESSIONID={value}; Path=/; HttpOnly; {same_site}"}
+
+
+class _Output:
+    """A response written frame by frame; a polling response is sized and sent with its single frame."""
+
+    def __init__(self, request: web.Request, response: web.StreamResponse, streaming: bool) -> None:
+        self.request = request
+        self.response = response
+        self.streaming = streaming
+
+    async def write(self, data: bytes) -> None:
+        if not self.response.prepared:
+            if not self.streaming:
+                self.response.content_length = len(data)
+            await self.response.prepare(self.request)
+        await self.response.write(data)
+
+    async def finish(self) -> None:
+        if not self.response.prepared:
+            return
+        try:
+            await self.response.write_eof()
+        except ConnectionError:
+            pass
+
+
+def _close_text(session: Session) -> str:
+    pending = session.next_frame()
+    assert pending is not None and pending.kind is FrameKind.CLOSE
+    return pending.text
+
+
+def _ws_messages(data: str) -> list[str]:
+    """A framed WebSocket message: a JSON array of strings, or (sockjs-node accepts it) one JSON string."""
+    try:
+        value = json.loads(data)
+    except ValueError:
+        raise BadPayload("Broken JSON encoding.") from None
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(message, str) for message in value):
+        return value
+    raise BadPayload("Broken JSON encoding.")
+
+
+def _form_field(body: bytes, name: str) -> bytes:
+    try:
+        fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        raise BadPayload("Broken JSON encoding.") from None
+    values = fields.get(name)
+    if not values or not values[0]:
+        raise BadPayload("Payload expected.")
+    return values[0].encode()
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    candidates = [part.strip() for part in header.split(",")]
+    return "*" in candidates or any(c.removeprefix("W/") == etag for c in candidates)
+
+
+def _forwarded_proto(request: web.BaseRequest) -> str:
+    return request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+
+
+def _host_port(origin: str) -> str:
+    parts = urlsplit(origin)
+    if not parts.hostname:
+        return ""
+    port = parts.port or _DEFAULT_PORTS.get(parts.scheme, 80)
+    return f"{parts.hostname}:{port}"
+
+
+def _method_not_allowed(allow: str) -> web.Response:
+    # No body and no content type (sockjs-protocol checks both).
+    return web.Response(status=405, headers={"Allow": allow})
+
+
+def _forbidden() -> web.Response:
+    return web.Response(status=403, body=b"Origin not allowed", headers={"Content-Type": _TEXT})
+
+
+def _server_error(text: str, cors: dict[str, str]) -> web.Response:
+    return web.Response(status=500, body=text.encode(), headers={"Content-Type": _TEXT, **cors})

@@ -1,0 +1,143 @@
+"""SockJS framing: the bytes each transport writes, and how messages are encoded into them.
+
+The SockJS protocol (sockjs-protocol 0.3.3, the version sockjs-client 1.x speaks) sends four frames: ``o`` (open),
+``h`` (heartbeat), ``a[...]`` (a JSON array of messages) and ``c[code,"reason"]`` (close). Each HTTP transport wraps
+them differently; the wrappers live here so that the escaping rules sit in one place:
+
+* **JSON.** Frames are compact JSON (``,`` and ``:`` without spaces). Besides what ``json.dumps`` escapes, the
+  characters browsers mangle or refuse (lone surrogates, U+200C–U+200F, U+2028–U+202F, U+2060–U+206F,
+  U+FFF0–U+FFFF) are written as ``\\uXXXX``, the set sockjs-node escapes; a lone surrogate could not even be
+  encoded as UTF-8 otherwise.
+* **Frames inside a script** (``htmlfile`` writes ``<script>p("...")</script>``, ``jsonp`` writes
+  ``callback("...")``): the frame is a JSON string literal in which ``<``, ``>`` and ``&`` are also written as
+  ``\\u003c``, ``\\u003e`` and ``\\u0026``. Without that a chat message containing ``</script>`` ends the script
+  element early: the rest of the batch is lost and markup in the message runs as script in Warren's origin. The
+  escapes are inside a string literal, so the script receives the exact text.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import json
+import re
+import time
+from collections.abc import Sequence
+
+OPEN = "o"
+HEARTBEAT = "h"
+
+#: ``Cache-Control`` for everything carrying session data: never stored by a browser or a proxy.
+NO_CACHE = "no-store, no-cache, no-transform, must-revalidate, max-age=0"
+#: One year, the protocol's expectation for the cacheable answers (iframe page, CORS preflight).
+ONE_YEAR = 365 * 24 * 3600
+
+#: Characters written as ``\\uXXXX`` in every frame (``json.dumps`` already escapes U+0000–U+001F).
+_SERVER_ESCAPABLE = re.compile("[\ud800-\udfff\u200c-\u200f\u2028-\u202f\u2060-\u206f\ufff0-\uffff]")
+#: Additionally escaped when the JSON sits inside HTML or a script: nothing in a message can end the element.
+_SCRIPT_ESCAPABLE = re.compile("[<>&]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+def dumps(value: object) -> str:
+    """Compact JSON with the SockJS server escapes."""
+    return _SERVER_ESCAPABLE.sub(_escape, json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+
+
+def close_frame(code: int, reason: str) -> str:
+    return "c" + dumps([code, reason])
+
+
+def message_frame(messages: Sequence[str]) -> str:
+    return "a" + dumps(list(messages))
+
+
+def script_string(frame: str) -> str:
+    """``frame`` as a JavaScript string literal that is also safe inside an HTML ``<script>`` element."""
+    return _SCRIPT_ESCAPABLE.sub(_escape, dumps(frame))
+
+
+# -- per-transport wrappers ----------------------------------------------------------------------------------
+
+
+def xhr(frame: str) -> bytes:
+    return (frame + "\n").encode()
+
+
+def eventsource(frame: str) -> bytes:
+    return f"data: {frame}\r\n\r\n".encode()
+
+
+def htmlfile(frame: str) -> bytes:
+    return f"<script>\np({script_string(frame)});\n</script>\r\n".encode()
+
+
+def jsonp(callback: str, frame: str) -> bytes:
+    # "/**/" keeps a callback name from being read as something else (the Rosetta Flash fix sockjs-node ships).
+    return f"/**/{callback}({script_string(frame)});\r\n".encode()
+
+
+#: The xhr-streaming prelude: 2 KiB so that old browsers start handing the response to the page.
+XHR_STREAMING_PRELUDE = b"h" * 2048 + b"\n"
+#: The eventsource prelude (an empty line, for old Opera).
+EVENTSOURCE_PRELUDE = b"\r\n"
+
+_HTMLFILE_HEAD = """<!doctype html>
+<html><head>
+  <meta http-equiv="X-UA-Compatible" content="IE=edge" />
+  <meta http-equiv="Content-Type" content="text/html; charset=UTF-8" />
+</head><body><h2>Don't panic!</h2>
+  <script>
+    document.domain = document.domain;
+    var c = parent.%s;
+    c.start();
+    function p(d) {c.message(d);};
+    window.onload = function() {c.stop();};
+  </script>"""
+
+
+def htmlfile_prelude(callback: str) -> bytes:
+    """The htmlfile page head, padded past 1 KiB so browsers start rendering (and running) it at once.
+
+    ``callback`` must already be validated (``CALLBACK``): it is written into the script as is.
+    """
+    head = (_HTMLFILE_HEAD % callback).encode()
+    return head + b" " * max(0, 1025 - len(head)) + b"\r\n"
+
+
+#: What a JSONP or htmlfile callback name may be (sockjs-protocol): it is written into a script verbatim.
+CALLBACK = re.compile(r"^[a-zA-Z0-9_.]+$")
+
+_IFRAME_HTML = """<!DOCTYPE html>
+<html>
+<head>
+  <meta http-equiv="X-UA-Compatible" content="IE=edge" />
+  <meta http-equiv="Content-Type" content="text/html; charset=UTF-8" />
+  <script src="%s"></script>
+  <script>
+    document.domain = document.domain;
+    SockJS.bootstrap_iframe();
+  </script>
+</head>
+<body>
+  <h2>Don't panic!</h2>
+  <p>This is a SockJS hidden iframe. It's used for cross domain magic.</p>
+</body>
+</html>"""
+
+
+def iframe_page(sockjs_client_url: str) -> tuple[bytes, str]:
+    """The iframe page and its strong ETag (quoted, derived from the content so it changes with the URL)."""
+    body = (_IFRAME_HTML % sockjs_client_url.replace('"', "%22")).encode()
+    return body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+def cache_for_a_year() -> dict[str, str]:
+    """Headers of a response every browser and proxy may keep for a year (iframe page, CORS preflight)."""
+    return {
+        "Cache-Control": f"public, max-age={ONE_YEAR}",
+        "Expires": email.utils.formatdate(time.time() + ONE_YEAR, usegmt=True),
+    }

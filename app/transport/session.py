@@ -1,0 +1,438 @@
+"""SockJS sessions: the outgoing queue between the application and whichever request currently carries it.
+
+Warren owns this code instead of using the ``sockjs`` package's ``Session``/``SessionManager`` because the
+package's versions lose messages and leak sessions in ways a thin subclass cannot fix (measured against the
+official sockjs-protocol suite and in Chromium; see ``app/transport/__init__.py`` for the list). What this module
+guarantees:
+
+* **A frame leaves the queue only once it was written.** A transport *peeks* at the next frame
+  (``Session.next_frame``), writes it, and only then ``commit``\\ s it. A request that finds its client gone does
+  not take anything: the package popped the frame first, so a message sent just after a client went away was
+  written into a dead socket and lost. A polling answer counts as delivered only when the next poll arrives
+  (a polling client asks again only after handling the answer); until then its messages stay with the session.
+* **One receiver at a time, and a refused one changes nothing.** A second polling request for a session that
+  already has a live one gets ``c[2010,"Another connection still open"]`` and leaves the session alone (the
+  package closed the first, healthy request and dropped the message sent meanwhile).
+* **Aborted requests end the session promptly.** aiohttp ≥ 3.9 does not cancel a handler whose client went away
+  (``handler_cancellation`` is off by default, and Warren leaves it off: cancelling every handler mid-await on a
+  disconnect would also cancel half-done publishes). Instead the manager notices a receiving request whose
+  connection is closed (its transport is closing) in three places: when the next request for the session
+  arrives, before any write, and in a sweep every ``SWEEP_INTERVAL``. The session then ends with
+  ``c[1002,"Connection interrupted"]`` as the protocol says, and the application hears of it at once. With
+  handler cancellation switched on (aiohttp's test server does), a cancelled receiver does the same.
+* **Sessions of vanished clients expire.** When a receiving request ends, a timer of ``disconnect_delay``
+  starts; unless another receiving request arrives first, the session ends and is forgotten. A session that
+  ended keeps answering with its close frame until then.
+* **The application hears of the end exactly once** (``on_close``), and can take the messages that were queued
+  but never written (``take_undelivered``) — for Warren, chat messages to hand back to the hub.
+* **The queue is measured** (``queued_bytes``): the application decides how much a slow client may hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from . import framing
+
+log = logging.getLogger(__name__)
+
+#: How often receiving requests are checked for a client that went away without the handler noticing.
+SWEEP_INTERVAL = 1.0
+INTERRUPTED = (1002, "Connection interrupted")
+GO_AWAY = (3000, "Go away!")
+
+
+class SessionState(enum.Enum):
+    NEW = "new"
+    OPEN = "open"
+    #: The application closed the session; the close frame waits behind the queued messages.
+    CLOSING = "closing"
+    #: Nothing more will be delivered; requests are answered with the close frame until the session expires.
+    CLOSED = "closed"
+
+
+class FrameKind(enum.Enum):
+    OPEN = "open"
+    MESSAGES = "messages"
+    CLOSE = "close"
+    #: Written when nothing else was for ``heartbeat_delay``; never queued, so never committed.
+    HEARTBEAT = "heartbeat"
+
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """The next frame to write, not yet taken off the queue (see ``Session.commit``)."""
+
+    text: str
+    kind: FrameKind
+    count: int = 0
+
+
+HEARTBEAT_FRAME = Pending(framing.HEARTBEAT, FrameKind.HEARTBEAT)
+
+
+def peer_gone(request: web.BaseRequest) -> bool:
+    """True once the client's connection is closed or half-closed (what aiohttp no longer reports by itself)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+class Receiver:
+    """The request currently carrying a session; compared by identity, so a stale request knows it is stale."""
+
+    __slots__ = ("request",)
+
+    def __init__(self, request: web.BaseRequest) -> None:
+        self.request = request
+
+
+class Session:
+    """One SockJS session: its state and the frames waiting for a receiving request."""
+
+    def __init__(self, session_id: str, transport_name: str) -> None:
+        self.id = session_id
+        #: The transport that opened the session (``xhr-polling``, ``websocket``, …), for metrics and logs.
+        self.transport_name = transport_name
+        self.state = SessionState.NEW
+        self._open_pending = False
+        self._messages: deque[str] = deque()
+        #: Messages of the last polling answer, kept until the client's next poll shows it read them.
+        self._in_flight: list[str] = []
+        self._queued = 0
+        self._close: tuple[int, str] | None = None
+        self._sealed = False
+        self._wakeup = asyncio.Event()
+        self._flushed = asyncio.Event()
+        self._flushed.set()
+        self.receiver: Receiver | None = None
+        #: False for WebSocket sessions: no session URL reaches them.
+        self.addressable = True
+        self._expiry: asyncio.TimerHandle | None = None
+        self._ended: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Session {self.id} {self.transport_name} {self.state.value} queued={len(self._messages)}>"
+
+    # -- the application's side (also the STOMP layer's ``Wire``) --------------------------------------------
+
+    def send(self, message: str) -> bool:
+        """Queue one message; False (and nothing queued) once the application closed the session, or once it
+        ended and its undelivered messages were taken (``take_undelivered``).
+
+        Between the end of a session and ``take_undelivered`` messages are still accepted: they join the
+        undelivered ones in order, so the application can hand all of them on in the order they were sent.
+        """
+        if self.state is not SessionState.OPEN and not (self.state is SessionState.CLOSED and not self._sealed):
+            return False
+        self._messages.append(message)
+        self._queued += len(message)
+        self._flushed.clear()
+        self._wakeup.set()
+        return True
+
+    def queued_bytes(self) -> int:
+        """Characters of messages queued and not yet written (what a slow or absent client is holding up)."""
+        return self._queued
+
+    def close(self, code: int = GO_AWAY[0], reason: str = GO_AWAY[1]) -> None:
+        """Close from the application: the client gets the queued messages, then ``c[code,reason]``."""
+        if self.state not in (SessionState.NEW, SessionState.OPEN):
+            return
+        self.state = SessionState.CLOSING
+        self._close = (code, reason)
+        self._flushed.clear()
+        self._wakeup.set()
+
+    def peek_messages(self, count: int) -> list[str]:
+        """The first ``count`` queued messages, left in the queue (a raw WebSocket writes them one by one)."""
+        return [self._messages[index] for index in range(count)]
+
+    @property
+    def close_reason(self) -> tuple[int, str]:
+        """The code and reason of the close frame (once closing or closed)."""
+        return self._close or GO_AWAY
+
+    def take_undelivered(self) -> list[str]:
+        """Remove and return the messages the client may not have: those of the last polling answer it never
+        confirmed by polling again, then those never written. From now on ``send`` refuses.
+
+        Meant for ``on_close``: the session has ended, so nothing queued can reach the client any more.
+        """
+        self._sealed = True
+        messages = self._in_flight + list(self._messages)
+        self._in_flight = []
+        self._messages.clear()
+        self._queued = 0
+        return messages
+
+    @property
+    def ended(self) -> bool:
+        return self._ended is not None
+
+    # -- the transports' side ---------------------------------------------------------------------------------
+
+    def next_frame(self) -> Pending | None:
+        """The frame a receiver should write next, or None when there is nothing to send yet."""
+        if self.state is SessionState.CLOSED:
+            return Pending(framing.close_frame(*(self._close or GO_AWAY)), FrameKind.CLOSE)
+        if self._open_pending:
+            return Pending(framing.OPEN, FrameKind.OPEN)
+        if self._messages:
+            return Pending(framing.message_frame(self._messages), FrameKind.MESSAGES, len(self._messages))
+        if self.state is SessionState.CLOSING:
+            assert self._close is not None
+            return Pending(framing.close_frame(*self._close), FrameKind.CLOSE)
+        return None
+
+    def commit(self, pending: Pending, *, await_next_poll: bool = False) -> None:
+        """``pending`` was written: take it off the queue.
+
+        ``await_next_poll``: the frame answered a poll. A polling client asks again only after it handled the
+        answer, so the messages count as delivered only when its next poll arrives (``Session.polled``). A tab
+        closed while the answer was on its way (Chrome lets a closing tab's JSONP request complete and drops
+        the answer) then loses nothing: the messages are among ``take_undelivered``.
+        """
+        if pending.kind is FrameKind.OPEN:
+            self._open_pending = False
+        elif pending.kind is FrameKind.MESSAGES:
+            for _ in range(pending.count):
+                message = self._messages.popleft()
+                self._queued -= len(message)
+                if await_next_poll:
+                    self._in_flight.append(message)
+        if not self._open_pending and not self._messages:
+            self._flushed.set()
+
+    def polled(self) -> None:
+        """A new receiving request arrived: the client handled everything written before it."""
+        self._in_flight = []
+
+    def is_receiver(self, receiver: Receiver) -> bool:
+        return self.receiver is receiver
+
+    async def wait_for_frames(self, timeout: float) -> bool:
+        """Wait until something may be ready to write (or the receiver changed); False after ``timeout``."""
+        self._wakeup.clear()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._wakeup.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def wait_flushed(self) -> None:
+        """Wait until everything queued so far (and the close frame, if any) was written."""
+        await self._flushed.wait()
+
+    def _wake(self) -> None:
+        self._wakeup.set()
+
+
+class SessionManager:
+    """The sessions of one SockJS endpoint, their receivers, timers and the application's hooks.
+
+    Subclass and override ``on_open``, ``on_message`` and ``on_close``. Every hook runs in the event loop; a
+    hook that raises is logged and does not break the transport.
+    """
+
+    def __init__(
+        self,
+        *,
+        heartbeat_delay: float = 25.0,
+        disconnect_delay: float = 5.0,
+        session_factory: Callable[[str, str], Session] = Session,
+    ) -> None:
+        self.heartbeat_delay = heartbeat_delay
+        self.disconnect_delay = disconnect_delay
+        self.session_factory = session_factory
+        self.sessions: dict[str, Session] = {}
+        self._unique = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # -- application hooks -------------------------------------------------------------------------------------
+
+    async def on_open(self, session: Session, request: web.Request) -> None:
+        """A new session, before its open frame is written (so no message can arrive before this returns)."""
+
+    async def on_message(self, session: Session, message: str) -> None:
+        """One message from the client, in order."""
+
+    async def on_close(self, session: Session) -> None:
+        """The session will deliver nothing more (closed, interrupted, expired, or its WebSocket ended)."""
+
+    # -- registry --------------------------------------------------------------------------------------------
+
+    def get(self, session_id: str) -> Session | None:
+        """The HTTP session named ``session_id``; never a WebSocket session (no URL may reach those)."""
+        session = self.sessions.get(session_id)
+        return session if session is not None and session.addressable else None
+
+    def create(self, session_id: str, transport_name: str, *, addressable: bool = True) -> Session:
+        """A new session under ``session_id`` (HTTP transports: the id names the session across requests)."""
+        assert session_id not in self.sessions
+        session = self.session_factory(session_id, transport_name)
+        session.addressable = addressable
+        self.sessions[session_id] = session
+        self._ensure_sweeper()
+        # Expires unless a request attaches: a client that vanished before that must not leave it behind.
+        self._schedule_expiry(session)
+        return session
+
+    def create_unique(self, session_id: str, transport_name: str) -> Session:
+        """A WebSocket session: it lives as long as its connection, two connections may reuse one id
+        (sockjs-protocol ``test_reuseSessionId``), and it is not addressable: ``xhr_send`` to its id is a 404,
+        so nobody can slip messages into another client's WebSocket session."""
+        self._unique += 1
+        return self.create(f"{session_id}#{self._unique}", transport_name, addressable=False)
+
+    def remove(self, session: Session) -> None:
+        if self.sessions.get(session.id) is session:
+            del self.sessions[session.id]
+        if session._expiry is not None:
+            session._expiry.cancel()
+            session._expiry = None
+
+    # -- receivers ---------------------------------------------------------------------------------------------
+
+    def attach(self, session: Session, request: web.BaseRequest) -> Receiver | None:
+        """Make ``request`` the session's receiver; None if another live request already is."""
+        if session.receiver is not None:
+            return None
+        if session._expiry is not None:
+            session._expiry.cancel()
+            session._expiry = None
+        session.receiver = Receiver(request)
+        session.polled()
+        return session.receiver
+
+    def receiver_gone(self, session: Session) -> bool:
+        """True when the session's receiver is a request whose client already went away."""
+        return session.receiver is not None and peer_gone(session.receiver.request)
+
+    def detach(self, session: Session, receiver: Receiver) -> None:
+        """``receiver`` finished normally: start the disconnect countdown (unless it was replaced)."""
+        if session.receiver is not receiver:
+            return
+        session.receiver = None
+        self._schedule_expiry(session)
+
+    async def open(self, session: Session, request: web.Request) -> None:
+        """First receiving request of a new session: call ``on_open``, then queue the open frame."""
+        if session.state is not SessionState.NEW:
+            return
+        session.state = SessionState.OPEN
+        try:
+            await self.on_open(session, request)
+        except Exception:
+            log.exception("SockJS session %s: the open handler failed", session.id)
+            session.close(3000, "Internal error")
+        session._open_pending = True
+        session._flushed.clear()
+        session._wake()
+
+    async def receive(self, session: Session, messages: list[str]) -> None:
+        """Hand the client's messages to the application, in order (ignored once the session is closing)."""
+        for message in messages:
+            if session.state is not SessionState.OPEN:
+                return
+            try:
+                await self.on_message(session, message)
+            except Exception:
+                log.exception("SockJS session %s: the message handler failed", session.id)
+
+    # -- ending ------------------------------------------------------------------------------------------------
+
+    def end(self, session: Session, close: tuple[int, str] | None = None) -> asyncio.Task[None]:
+        """The session will deliver nothing more; ``on_close`` runs (once) in a task, which is returned.
+
+        ``close`` replaces the close frame later requests get (default: the application's, else 3000).
+        Synchronous on purpose: it is called from cancelled handlers and timer callbacks.
+        """
+        if close is not None:
+            session._close = close
+        elif session._close is None:
+            session._close = GO_AWAY
+        if session._ended is not None:
+            return session._ended
+        session.state = SessionState.CLOSED
+        session._flushed.set()
+        session._wake()
+        session._ended = self._spawn(self._notify_close(session))
+        return session._ended
+
+    def interrupt(self, session: Session) -> asyncio.Task[None]:
+        """The receiving request's client went away mid-request: end the session with 1002 (sockjs-protocol)."""
+        log.debug("SockJS session %s interrupted: its receiving request was aborted", session.id)
+        session.receiver = None
+        task = self.end(session, None if session.ended else INTERRUPTED)
+        if self.sessions.get(session.id) is session:
+            self._schedule_expiry(session)
+        return task
+
+    async def end_all(self) -> None:
+        """End every session now (shutdown) and wait for the application to hear of each."""
+        tasks = [self.end(session) for session in list(self.sessions.values())]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def stop(self, _app: web.Application | None = None) -> None:
+        """Forget every session (app cleanup): timers and the sweep stop, the application hears of each end."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        await self.end_all()
+        for session in list(self.sessions.values()):
+            self.remove(session)
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def _notify_close(self, session: Session) -> None:
+        try:
+            await self.on_close(session)
+        except Exception:
+            log.exception("SockJS session %s: the close handler failed", session.id)
+
+    # -- timers --------------------------------------------------------------------------------------------------
+
+    def _schedule_expiry(self, session: Session) -> None:
+        if session._expiry is not None:
+            session._expiry.cancel()
+        loop = asyncio.get_running_loop()
+        session._expiry = loop.call_later(self.disconnect_delay, self._expired, session)
+
+    def _expired(self, session: Session) -> None:
+        session._expiry = None
+        if session.receiver is not None:
+            return
+        log.debug("SockJS session %s expired", session.id)
+        self.remove(session)
+        self.end(session)
+
+    def _ensure_sweeper(self) -> None:
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        # A periodic check rather than an event: aiohttp offers no callback for "this request's client went
+        # away" unless handler cancellation is on. One pass is a dictionary walk; nothing is written.
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            for session in list(self.sessions.values()):
+                if not session.ended and self.receiver_gone(session):
+                    self.interrupt(session)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
