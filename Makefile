@@ -31,9 +31,9 @@ $(STAMP_WEB): web/package.json web/package-lock.json
 test: deps
 	$(PY) -m ruff check app tests $(wildcard bench)
 	$(PY) -m mypy
-	$(PY) -m pytest -q -m 'not browser' $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m 'not browser and not slow' $(PYTEST_ARGS)
 	# Browser tests in their own run: Playwright's sync API owns the event loop of the process it runs in.
-	$(PY) -m pytest -q -m browser $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m 'browser and not slow' $(PYTEST_ARGS)
 
 lint: deps
 	$(PY) -m ruff check app tests $(wildcard bench)
@@ -46,7 +46,7 @@ bench: deps
 	$(PY) -m bench
 
 soak: deps
-	$(PY) -m pytest -q -m slow tests/faults/test_soak.py --timeout 1200
+	$(PY) -m pytest -q -s -m slow tests/cluster/test_soak.py --timeout 1200
 
 clean:
 	rm -rf $(VENV) web/node_modules .mypy_cache .pytest_cache

@@ -177,3 +177,24 @@ async def test_fuzzed_stomp_input_never_crashes_the_node(
     b = await online(node, bob, stomp_clients)
     await a.send_chat(bob, "after the fuzz")
     assert (await b.next_message())["content"] == "after the fuzz"
+
+
+async def test_secret_key_rotation_accepts_the_old_key(
+    node_factory: NodeFactory, make_user: Callable[[str], str], secret_key: bytes
+) -> None:
+    alice = make_user("alice")
+    old_node = await node_factory()  # SECRET_KEY=old
+    http = await old_node.http_for(alice)
+    old_cookie = next(c.value for c in http.cookie_jar if c.key == COOKIE_NAME)
+    await http.close()
+    new_key = Fernet.generate_key()
+    rotated = await node_factory(secret_keys=(new_key, secret_key))  # SECRET_KEY=new,old
+    async with aiohttp.ClientSession(cookies={COOKIE_NAME: old_cookie}) as old_session:
+        assert await whoami(rotated, old_session) == alice
+    fresh = await rotated.http_for(alice)
+    new_cookie = next(c.value for c in fresh.cookie_jar if c.key == COOKIE_NAME)
+    await fresh.close()
+    Fernet(new_key).decrypt(new_cookie.encode())  # issued with the new key
+    only_new = await node_factory(secret_keys=(new_key,))  # SECRET_KEY=new, once old cookies have expired
+    async with aiohttp.ClientSession(cookies={COOKIE_NAME: old_cookie}) as old_session:
+        assert await whoami(only_new, old_session) is None
