@@ -71,8 +71,10 @@ def serve(settings: Settings) -> None:
             "SECRET_KEY is not set: generated one for this process, so sign-ins end when it restarts. "
             "Set SECRET_KEY (python -m app secret) to keep them."
         )
+    loop = _new_event_loop(settings.event_loop)
     web.run_app(
         app,
+        loop=loop,
         host=settings.host,
         port=settings.port,
         shutdown_timeout=settings.shutdown_timeout_seconds,
@@ -80,6 +82,19 @@ def serve(settings: Settings) -> None:
         access_log=None,
         handle_signals=True,
     )
+
+
+def _new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """uvloop where available: measured ~10% less CPU per message than the stock loop (bench/README.md)."""
+    if kind in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if kind == "uvloop":
+                raise SystemExit("EVENT_LOOP=uvloop, but uvloop is not installed") from None
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
 
 
 def _read_password(from_stdin: bool) -> str:

@@ -57,6 +57,8 @@ class Settings:
     connection_message_rate: float = 30.0
     connection_message_burst: int = 100
     max_sessions_per_user: int = 32
+    #: ``uvloop`` (default where installed) or ``asyncio``: the event loop implementation.
+    event_loop: str = "auto"
     metrics_enabled: bool = True
     metrics_token: str | None = None
     web_root: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent / "web")
@@ -102,6 +104,7 @@ class Settings:
             connection_message_rate=float(_integer(env, "CONNECTION_MESSAGE_RATE", 30, 0, 1_000_000)),
             connection_message_burst=_integer(env, "CONNECTION_MESSAGE_BURST", 100, 1, 1_000_000),
             max_sessions_per_user=_integer(env, "MAX_SESSIONS_PER_USER", 32, 1, 100_000),
+            event_loop=_choice(env, "EVENT_LOOP", "auto", ("auto", "uvloop", "asyncio")),
             metrics_enabled=_boolean(env, "METRICS_ENABLED", True),
             metrics_token=_text(env, "METRICS_TOKEN"),
         )

@@ -9,6 +9,7 @@ mailboxes or to the nodes they reconnect to — then the backplane closes. The w
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -121,7 +122,11 @@ async def _start_backplane(app: web.Application) -> None:
     settings = app[SETTINGS]
     await app[BACKPLANE].start(app[HUB])
     log.info(
-        "node %s ready on port %s (backplane %s)", settings.node_id, settings.port, app[BACKPLANE].name
+        "node %s ready on port %s (backplane %s, event loop %s)",
+        settings.node_id,
+        settings.port,
+        app[BACKPLANE].name,
+        type(asyncio.get_running_loop()).__module__.split(".")[0],
     )
     if not app[DIRECTORY].names():
         log.warning(

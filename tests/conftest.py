@@ -93,7 +93,9 @@ NodeFactory = Callable[..., Awaitable[Node]]
 
 
 @pytest.fixture
-async def node_factory(backplane_kind: str, users_file: Path, secret_key: bytes) -> AsyncIterator[NodeFactory]:
+async def node_factory(
+    backplane_kind: str, users_file: Path, secret_key: bytes, directory: UserDirectory
+) -> AsyncIterator[NodeFactory]:
     servers: list[TestServer] = []
     clients: list[StompClient] = []
 
@@ -107,7 +109,9 @@ async def node_factory(backplane_kind: str, users_file: Path, secret_key: bytes)
             users_file=users_file,
         )
         settings = replace(settings, **overrides)  # type: ignore[arg-type]
-        app = create_app(settings)
+        # The node shares the test's directory: users the test adds exist at once (another process would see them
+        # within a second).
+        app = create_app(settings, directory=directory)
         server = TestServer(app, host="127.0.0.1")
         await server.start_server()
         servers.append(server)

@@ -52,12 +52,12 @@ async def test_a_fresh_cookie_at_each_sign_in(node: Node, make_user: Callable[[s
 
 
 async def test_logout_everywhere_and_password_change_end_old_sessions(
-    node: Node, make_user: Callable[[str], str], users_file: object, stomp_clients: list[StompClient]
+    node: Node, make_user: Callable[[str], str], directory: UserDirectory, stomp_clients: list[StompClient]
 ) -> None:
     alice = make_user("alice")
     copied = await node.http_for(alice)  # a cookie copied before sign-out
     assert await whoami(node, copied) == alice
-    UserDirectory(users_file).bump_generation(alice)  # type: ignore[arg-type]  # python -m app users logout
+    directory.bump_generation(alice)  # python -m app users logout
     assert await whoami(node, copied) is None
     client = StompClient(copied, node.url)
     stomp_clients.append(client)
@@ -65,7 +65,7 @@ async def test_logout_everywhere_and_password_change_end_old_sessions(
 
     again = await node.http_for(alice)
     assert await whoami(node, again) == alice
-    UserDirectory(users_file).add(alice, "a-new-password")  # type: ignore[arg-type]  # password change
+    directory.add(alice, "a-new-password")  # password change
     assert await whoami(node, again) is None
     await again.close()
 

@@ -29,7 +29,7 @@ def test_passwords_are_hashed_and_verified(tmp_path: Path) -> None:
 
 def test_a_second_process_sees_new_users(tmp_path: Path) -> None:
     path = tmp_path / "users.json"
-    reader = UserDirectory(path)
+    reader = UserDirectory(path, recheck_seconds=0)  # a running node looks again at most once a second
     assert not reader.exists("bob")
     UserDirectory(path).add("bob", "long-enough")
     assert reader.exists("bob")

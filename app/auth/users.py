@@ -12,6 +12,7 @@ import hmac
 import json
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,8 @@ _SCRYPT_R = 8
 _SCRYPT_P = 1
 _KEY_LENGTH = 32
 MIN_PASSWORD_LENGTH = 8
+#: How stale this process's view of USERS_FILE may be: a user added by the CLI can sign in within this time.
+_RECHECK_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -45,16 +48,23 @@ class PasswordTooShort(ValueError):
 
 
 class UserDirectory:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, recheck_seconds: float = _RECHECK_SECONDS) -> None:
         self.path = path
+        self._recheck_seconds = recheck_seconds
         self._records: dict[str, _Record] = {}
         self._mtime: float | None = None
+        self._checked_at = float("-inf")
         # A fixed record to verify against when the user is unknown, so both answers cost the same.
         self._decoy = _Record(salt=os.urandom(16), key=os.urandom(_KEY_LENGTH))
 
     # -- reading --------------------------------------------------------------------------------------------
 
     def _refresh(self) -> None:
+        # Every message checks its receiver here: look at the file at most once a second, not per message.
+        now = time.monotonic()
+        if now - self._checked_at < self._recheck_seconds:
+            return
+        self._checked_at = now
         try:
             mtime = self.path.stat().st_mtime
         except FileNotFoundError:
@@ -145,6 +155,7 @@ class UserDirectory:
         os.chmod(tmp, 0o600)
         os.replace(tmp, self.path)
         self._mtime = None
+        self._checked_at = float("-inf")
 
 
 def constant_time_equal(a: str, b: str) -> bool:

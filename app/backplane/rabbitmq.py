@@ -74,6 +74,7 @@ from aio_pika.abc import (
     DeliveryMode,
 )
 from aiormq.abc import AbstractChannel as RawChannel
+from aiormq.abc import DeliveredMessage
 from aiormq.exceptions import ChannelInvalidStateError, ChannelLockedResource, ChannelNotFoundEntity
 from pamqp import commands as spec
 from yarl import URL
@@ -111,6 +112,16 @@ RECONNECT_INTERVAL = 2.0
 PREFETCH = 256
 #: Mailbox envelopes per batch while catching up after a reconnect.
 SWEEP_BATCH = 500
+#: Channels for queue.bind / queue.unbind, and for mailbox probes (passive declares): calls for different users
+#: run in parallel over them (a channel carries one RPC at a time).
+CONTROL_CHANNELS = 8
+PROBE_CHANNELS = 8
+#: While draining a mailbox with a consumer: once some deliveries have come, stop waiting for more after this
+#: long without one (what is left is taken by the next batch).
+_DRAIN_IDLE = 0.05
+#: With no delivery at all for this long, check with the broker whether the mailbox still holds anything
+#: (another node draining the same mailbox may have taken it all).
+_DRAIN_RECHECK = 0.25
 #: Deliveries acknowledged with one ``basic.ack(multiple)`` at most (sooner whenever the worker runs out of work).
 ACK_BATCH = 64
 #: A delivery whose ``Inbox.deliver`` keeps raising is requeued after a growing pause, and dropped (logged as an
@@ -167,8 +178,97 @@ class _KeyedLocks:
                 self._locks[key] = (lock, users - 1)
 
 
+class _ChannelPool:
+    """Up to ``size`` raw channels on the current connection, each lent to one caller at a time.
+
+    A channel on which a call failed (a timeout, which makes aiormq close the channel; a 404 from a passive
+    declare, which makes the broker close it; a lost connection) is never lent again: it is closed and replaced
+    by a fresh one, opened in the background when the channel was closed by a 404 (the usual end of a mailbox
+    probe), so the next caller does not wait for it. Channels of an old connection are dropped the same way.
+    """
+
+    def __init__(self, name: str, size: int, timeout: float, connection: Any) -> None:
+        self._name = name
+        self._size = size
+        self._timeout = timeout
+        self._connection = connection
+        self._slots = asyncio.Semaphore(size)
+        self._idle: list[RawChannel] = []
+        self._refills: set[asyncio.Task[None]] = set()
+
+    @contextlib.asynccontextmanager
+    async def lend(self) -> AsyncIterator[RawChannel]:
+        async with self._slots:
+            channel = await self._take()
+            try:
+                yield channel
+            except ChannelNotFoundEntity:
+                self._refill()
+                raise
+            except BaseException:
+                await _close_channel(channel, self._timeout)
+                raise
+            if channel.is_closed:
+                self._refill()
+            else:
+                self._idle.append(channel)
+
+    async def detach(self) -> RawChannel:
+        """A channel of the pool's kind that the caller keeps (and closes); the pool opens a replacement."""
+        async with self._slots:
+            channel = await self._take()
+        self._refill()
+        return channel
+
+    def clear(self) -> None:
+        self._idle.clear()
+        for task in self._refills:
+            task.cancel()
+
+    async def _take(self) -> RawChannel:
+        transport = self._raw_connection()
+        while self._idle:
+            channel = self._idle.pop()
+            if not channel.is_closed and channel.connection is transport:
+                return channel
+        return await self._open(transport)
+
+    def _raw_connection(self) -> Any:
+        transport = self._connection.transport if self._connection is not None else None
+        if transport is None:
+            raise BackplaneUnavailable("not connected to RabbitMQ; reconnecting")
+        return transport.connection
+
+    async def _open(self, raw_connection: Any) -> RawChannel:
+        try:
+            async with asyncio.timeout(self._timeout):
+                channel: RawChannel = await raw_connection.channel(publisher_confirms=False)
+        except (TimeoutError, RuntimeError, *_BROKER_ERRORS) as exc:
+            raise BackplaneUnavailable(
+                f"could not open a RabbitMQ channel ({self._name}): {exc or type(exc).__name__}"
+            ) from exc
+        return channel
+
+    def _refill(self) -> None:
+        if len(self._idle) + len(self._refills) >= self._size:
+            return
+        task = asyncio.ensure_future(self._refill_one())
+        self._refills.add(task)
+        task.add_done_callback(self._refills.discard)
+
+    async def _refill_one(self) -> None:
+        with contextlib.suppress(BackplaneUnavailable):
+            transport = self._raw_connection()
+            channel = await self._open(transport)
+            if len(self._idle) < self._size:
+                self._idle.append(channel)
+            else:
+                await _close_channel(channel, self._timeout)
+
+
 class _RabbitMailBatch(MailBatch):
-    """Messages taken with ``basic.get`` on a channel of their own, unacknowledged until settled or released.
+    """Messages taken with a short-lived ``basic.consume`` on a channel of their own, unacknowledged until settled
+    or released (one ``basic.ack``/``basic.nack`` with ``multiple`` for the whole batch).
 
     If the channel dies first, the broker puts them back by itself (so a settle that fails can mean duplicates,
     never loss).
@@ -241,8 +341,10 @@ class RabbitMQBackplane(Backplane):
         # Separate channels, so that a failed or timed-out call (which closes its channel) on one of them never
         # disturbs the others: publishes in flight, the consumer's unacknowledged deliveries, bindings.
         self._publish_channel: AbstractRobustChannel | None = None
-        self._control_channel: AbstractRobustChannel | None = None
         self._admin_channel: AbstractRobustChannel | None = None
+        #: Raw channels of the current connection for binds/unbinds and for mailbox probes (see _ChannelPool).
+        self._control_pool: _ChannelPool | None = None
+        self._probe_pool: _ChannelPool | None = None
         self._consume_channel: AbstractRobustChannel | None = None
         # A strong reference: aio-pika restores only queue objects that are still alive (aio-pika#594).
         self._node_queue: AbstractRobustQueue | None = None
@@ -306,6 +408,8 @@ class RabbitMQBackplane(Backplane):
             if isinstance(exc, (TimeoutError, *_BROKER_ERRORS)):
                 raise BackplaneUnavailable(f"cannot set up Warren's exchanges and queue on RabbitMQ: {exc}") from exc
             raise
+        self._control_pool = _ChannelPool("bindings", CONTROL_CHANNELS, self._timeout, self._connection)
+        self._probe_pool = _ChannelPool("mailbox probes", PROBE_CHANNELS, self._timeout, self._connection)
         await self._apply_policy()
         self._connection.close_callbacks.add(self._on_connection_lost)
         self._connection.reconnect_callbacks.add(self._on_reconnected)
@@ -321,8 +425,6 @@ class RabbitMQBackplane(Backplane):
         await self._publish_channel.initialize()
         # The robust channel keeps the exchange objects and declares them again after every reconnect.
         await declare_topology(self._publish_channel, self._topology)
-        self._control_channel = connection.channel(publisher_confirms=False)
-        await self._control_channel.initialize()
         self._admin_channel = connection.channel(publisher_confirms=False)
         await self._admin_channel.initialize()
         self._consume_channel = connection.channel(publisher_confirms=False)
@@ -380,12 +482,15 @@ class RabbitMQBackplane(Backplane):
                     async with asyncio.timeout(self._timeout):
                         await self._connection.close()
             self._bound.clear()
+            for pool in (self._control_pool, self._probe_pool):
+                if pool is not None:
+                    pool.clear()
             self._inbox = None
 
     async def _hand_back(self) -> None:
         """Unbind everyone, then hand over what was already routed here (the hub moves it to mailboxes)."""
-        for user in list(self._bound):
-            await self.unbind(user)
+        # Over the control pool's channels at once (unbind never raises).
+        await asyncio.gather(*(self.unbind(user) for user in list(self._bound)))
         if self._connected.is_set() and self._node_queue is not None and self._publish_channel is not None:
             # Nothing can be routed here any more; a marker sent now arrives behind everything that was.
             self._drain_marker_id = f"drain-{uuid.uuid4().hex}"
@@ -438,12 +543,16 @@ class RabbitMQBackplane(Backplane):
                 with contextlib.suppress(BackplaneUnavailable):
                     await self._unbind_rpc(user)
 
+    def _control(self) -> _ChannelPool:
+        if self._control_pool is None:
+            raise BackplaneUnavailable("not connected to RabbitMQ; reconnecting")
+        return self._control_pool
+
     async def _bind_rpc(self, user: str) -> None:
         try:
-            async with asyncio.timeout(self._timeout):
-                raw = await self._control().get_underlay_channel()
+            async with self._control().lend() as raw, asyncio.timeout(self._timeout):
                 await raw.queue_bind(self._node_queue_name, self._topology.messages_exchange, routing_key(user))
-        except (TimeoutError, *_BROKER_ERRORS) as exc:
+        except (TimeoutError, BackplaneUnavailable, *_BROKER_ERRORS) as exc:
             if self._connected.is_set():
                 # The bind may have reached the broker before it timed out: do not leave it behind. (Without a
                 # connection there is nothing to undo: the queue and its bindings are gone.)
@@ -455,9 +564,10 @@ class RabbitMQBackplane(Backplane):
 
     async def _unbind_rpc(self, user: str) -> None:
         try:
-            async with asyncio.timeout(self._timeout):
-                raw = await self._control().get_underlay_channel()
+            async with self._control().lend() as raw, asyncio.timeout(self._timeout):
                 await raw.queue_unbind(self._node_queue_name, self._topology.messages_exchange, routing_key(user))
+        except BackplaneUnavailable:
+            raise
         except (TimeoutError, *_BROKER_ERRORS) as exc:
             raise BackplaneUnavailable(f"could not unbind {user!r}: {exc or type(exc).__name__}") from exc
 
@@ -557,47 +667,90 @@ class RabbitMQBackplane(Backplane):
         return batch
 
     async def _take_mail(self, user: str, max_count: int) -> tuple[_RabbitMailBatch, int]:
-        """Up to ``max_count`` of ``user``'s oldest mail, and how much the mailbox held when this began."""
-        connection = self._connection
-        transport = connection.transport if connection is not None else None
-        if transport is None:
-            raise BackplaneUnavailable("not connected to RabbitMQ; reconnecting")
+        """Up to ``max_count`` of ``user``'s oldest mail, and how much the mailbox held when this began.
+
+        A passive declare on a pooled probe channel tells whether the mailbox exists and how much it holds (a
+        missing one closes that channel: the pool replaces it in the background). When it holds mail, that channel
+        is kept for the batch: a consumer with a prefetch of the batch size takes the oldest messages in one
+        stream (one round trip per message with ``basic.get`` made big mailboxes slow to drain), is cancelled, and
+        the batch settles or releases them with one ``multiple`` frame.
+        """
         name = self._topology.mailbox_queue_name(user)
         empty = _RabbitMailBatch([], None, None, self._timeout)
-        # A channel of its own: asking for a mailbox that does not exist closes the channel (404).
+        pool = self._probe_pool
+        if pool is None:
+            raise BackplaneUnavailable("not connected to RabbitMQ; reconnecting")
         try:
-            async with asyncio.timeout(self._timeout):
-                channel = await transport.connection.channel(publisher_confirms=False)
-        except (TimeoutError, *_BROKER_ERRORS) as exc:
-            raise BackplaneUnavailable(f"could not open a channel to read {user!r}'s mail: {exc}") from exc
-        envelopes: list[Envelope] = []
-        last_tag: int | None = None
-        try:
-            async with asyncio.timeout(self._timeout):
-                declared = await channel.queue_declare(name, passive=True)
-            available = declared.message_count or 0
-            while available and len(envelopes) < max_count:
+            async with pool.lend() as probe:
                 async with asyncio.timeout(self._timeout):
-                    got = await channel.basic_get(name, no_ack=False)
-                if not isinstance(got.delivery, spec.Basic.GetOk):
-                    break
-                last_tag = got.delivery.delivery_tag
-                try:
-                    envelopes.append(Envelope.from_body(got.body))
-                except InvalidMessage as exc:
-                    # Acknowledged with the batch: nobody could ever read it.
-                    log.warning("dropping a message in %s that is not a Warren envelope: %s", name, exc)
-                if not got.delivery.message_count:
-                    break
+                    declared = await probe.queue_declare(name, passive=True)
         except ChannelNotFoundEntity:
-            # No mailbox (the usual case), or it expired under us, taking anything we had got with it.
+            # No mailbox: the usual case.
+            return empty, 0
+        except (TimeoutError, *_BROKER_ERRORS) as exc:
+            raise BackplaneUnavailable(f"could not read {user!r}'s mail: {exc or type(exc).__name__}") from exc
+        available = declared.message_count or 0
+        if not available or max_count <= 0:
+            return empty, available
+        want = min(max_count, available, 65535)
+        channel = await pool.detach()
+        deliveries: list[DeliveredMessage] = []
+        arrived = asyncio.Event()
+
+        async def on_delivery(message: DeliveredMessage) -> None:
+            deliveries.append(message)
+            arrived.set()
+
+        tag = f"warren-drain-{uuid.uuid4().hex}"
+        try:
+            async with asyncio.timeout(self._timeout):
+                await channel.basic_qos(prefetch_count=want)
+                await channel.basic_consume(name, on_delivery, no_ack=False, consumer_tag=tag)
+                waited_empty = 0.0
+                while len(deliveries) < want:
+                    arrived.clear()
+                    wait = _DRAIN_IDLE if deliveries else _DRAIN_RECHECK
+                    try:
+                        async with asyncio.timeout(wait):
+                            await arrived.wait()
+                    except TimeoutError:
+                        if deliveries:
+                            break
+                        # Nothing yet: stop when the mailbox has nothing left (another node took it), or when
+                        # the broker keeps it from us for too long.
+                        waited_empty += wait
+                        recheck = await channel.queue_declare(name, passive=True)
+                        if not recheck.message_count and not deliveries:
+                            break
+                        if waited_empty >= self._timeout / 2:
+                            raise
+                await channel.basic_cancel(tag)
+            # Deliveries that were on their way when the cancel went out have been handed over by now: each is
+            # one task, started before the cancel-ok was read.
+            await asyncio.sleep(0)
+        except ChannelNotFoundEntity:
+            # The mailbox expired under us, taking anything we had got with it.
+            await _close_channel(channel, self._timeout)
             return empty, 0
         except (TimeoutError, *_BROKER_ERRORS) as exc:
             await _close_channel(channel, self._timeout)
             raise BackplaneUnavailable(f"could not read {user!r}'s mail: {exc or type(exc).__name__}") from exc
-        if last_tag is None:
+        except BaseException:
+            await _close_channel(channel, self._timeout)
+            raise
+        if not deliveries:
             await _close_channel(channel, self._timeout)
             return empty, available
+        envelopes: list[Envelope] = []
+        last_tag = 0
+        for message in deliveries:
+            assert isinstance(message.delivery, spec.Basic.Deliver)
+            last_tag = max(last_tag, message.delivery.delivery_tag or 0)
+            try:
+                envelopes.append(Envelope.from_body(message.body))
+            except InvalidMessage as exc:
+                # Acknowledged with the batch: nobody could ever read it.
+                log.warning("dropping a message in %s that is not a Warren envelope: %s", name, exc)
         return _RabbitMailBatch(envelopes, channel, last_tag, self._timeout), available
 
     # -- consuming ------------------------------------------------------------------------------------------
@@ -747,18 +900,28 @@ class RabbitMQBackplane(Backplane):
         users, self._resync_users = self._resync_users, {}
         # Deliveries from the lost connection cannot be requeued any more: forget their failures.
         self._attempts.clear()
-        rebound: dict[str, int] = {}
-        for user, generation in users.items():
+
+        async def rebind(user: str, generation: int) -> bool:
             async with self._user_locks.hold(user):
                 if self._bound.get(user) != generation:
-                    continue
-                try:
-                    await self._bind_rpc(user)
-                except BackplaneUnavailable as exc:
-                    # Lost again: that loss queued another resync covering everyone still bound.
-                    log.warning("re-binding after reconnect stopped: %s", exc)
-                    return
-                rebound[user] = generation
+                    return False
+                await self._bind_rpc(user)
+                return True
+
+        # In parallel over the control pool's channels.
+        outcomes = await asyncio.gather(
+            *(rebind(user, generation) for user, generation in users.items()), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BackplaneUnavailable):
+                # Lost again: that loss queued another resync covering everyone still bound.
+                log.warning("re-binding after reconnect stopped: %s", outcome)
+                return
+            if isinstance(outcome, BaseException):
+                raise outcome
+        rebound = {
+            user: generation for (user, generation), outcome in zip(users.items(), outcomes, strict=True) if outcome
+        }
         log.info("node %s re-bound %d users after reconnecting", self._node_id, len(rebound))
         for user, generation in rebound.items():
             try:
@@ -806,10 +969,6 @@ class RabbitMQBackplane(Backplane):
             raise BackplaneUnavailable("this node's RabbitMQ backplane is not running (starting or shutting down)")
         if not self._connected.is_set():
             raise BackplaneUnavailable("the connection to RabbitMQ is lost; reconnecting. Try again in a moment")
-
-    def _control(self) -> AbstractRobustChannel:
-        assert self._control_channel is not None
-        return self._control_channel
 
     def _admin(self) -> AbstractRobustChannel:
         assert self._admin_channel is not None
