@@ -59,10 +59,11 @@ class UserDirectory:
 
     # -- reading --------------------------------------------------------------------------------------------
 
-    def _refresh(self) -> None:
-        # Every message checks its receiver here: look at the file at most once a second, not per message.
+    def _refresh(self, *, force: bool = False) -> None:
+        # Every message checks its receiver here: look at the file at most once a second, not per message
+        # (except to confirm a miss: a user added a moment ago exists at once).
         now = time.monotonic()
-        if now - self._checked_at < self._recheck_seconds:
+        if not force and now - self._checked_at < self._recheck_seconds:
             return
         self._checked_at = now
         try:
@@ -84,6 +85,8 @@ class UserDirectory:
 
     def exists(self, username: str) -> bool:
         self._refresh()
+        if username not in self._records:
+            self._refresh(force=True)
         return username in self._records
 
     def names(self) -> list[str]:
@@ -93,10 +96,13 @@ class UserDirectory:
     def generation(self, username: str) -> int | None:
         self._refresh()
         record = self._records.get(username)
+        if record is None:
+            self._refresh(force=True)
+            record = self._records.get(username)
         return None if record is None else record.generation
 
     def verify(self, username: str, password: str) -> bool:
-        self._refresh()
+        self._refresh(force=True)  # sign-in is rare and costs a scrypt anyway: always the current file
         record = self._records.get(username)
         checked = record or self._decoy
         try:
