@@ -21,25 +21,36 @@ Guarantees, in terms of the contract in ``app.core.abc``:
   can swap places when the first of them has to create the receiver's mailbox.
 * **The bind race.** The hub binds, then drains the mailbox (``fetch_mail``) while holding live messages. A
   message published before the binding existed was routed to the mailbox and is in it by the time bind-ok
-  arrives: routing hands it to the mailbox's queue process at once, and the hub's ``basic.get`` reaches that process
-  only after the bind-ok round trip. So it is in the hub's drain, and everything routed after the binding is live
-  and held behind it. (With a mailbox on another cluster node than the
-  publisher's, a message could in theory still be in transit; it stays in the mailbox, not lost.)
+  arrives: routing hands it to the mailbox's queue process at once, and the hub's drain (a passive declare, then a
+  consumer) reaches that process only after the bind-ok round trip. So it is in the hub's drain (the hub drains
+  until a batch comes back empty), and everything routed after the binding is live and held behind it. (With a
+  mailbox on another cluster node than the publisher's, a message could in theory still be in transit; it stays
+  in the mailbox, not lost.)
 * **Mail put back while the user is bound.** When this node ``store``s mail for a user bound here (a connection
   closed with it unacknowledged, perhaps while another was coming online and draining), the worker then hands that
   user's mailbox to ``Inbox.deliver``, in order, up to what it held when it started. Not when the envelope being
   delivered is put straight back (no connection took it: it would only bounce again). Mail that another node
-  puts back waits for the user's next drain or REST pull: mailboxes are read on demand, never consumed.
+  puts back waits for the user's next drain or REST pull: mailboxes are read on demand, never consumed for long.
 * **Broker connection loss.** The node's queue, its bindings and anything in it die with the connection; what was
   already handed to this process is still delivered. Meanwhile messages for this node's users are unroutable,
   so they go to mailboxes. On reconnect, aio-pika re-declares the exchanges, the node queue and the consumer;
-  Warren then re-binds every user still bound (from its own set: aio-pika would also restore bindings whose unbind
-  failed during the outage) and drains their mailboxes into ``Inbox.deliver`` before any live message that
-  arrived after the re-bind, so order holds across the outage. ``publish`` raises ``BackplaneUnavailable`` at once
-  while the connection is down.
-* **Shutdown.** ``close`` unbinds every user (their mail goes to mailboxes from then on), then hands over what was
-  already routed here: a marker sent to the node's own queue tells when all of it has come through. All within
-  ``SHUTDOWN_TIMEOUT``; whatever is still in the queue after that is lost with the connection.
+  Warren then re-binds every user still bound, in parallel (from its own set: aio-pika would also restore
+  bindings whose unbind failed during the outage) and drains their mailboxes into ``Inbox.deliver`` before any
+  live message that arrived after the re-bind, so order holds across the outage. ``publish`` raises
+  ``BackplaneUnavailable`` at once while the connection is down.
+* **Mailbox reads.** ``fetch_mail`` probes the mailbox with a passive declare on one of a small pool of channels
+  (a missing mailbox closes that channel; the pool replaces it in the background), and when it holds mail takes up
+  to a batch of it with a short-lived consumer whose prefetch is the batch size, on a channel of the batch's own:
+  the oldest messages, unacknowledged until the batch is settled (one ``basic.ack`` with ``multiple``) or released
+  (one ``basic.nack`` with ``multiple`` and requeue, which puts them back in their places). If that channel dies
+  first, the broker puts them back by itself. A batch can come back smaller than asked (it stops waiting once
+  deliveries pause); the next one takes the rest.
+* **Bindings.** ``bind``/``unbind`` of different users run in parallel over a small pool of channels (one RPC at a
+  time each); a channel on which a call failed or timed out is closed and replaced, never used again.
+* **Shutdown.** ``close`` unbinds every user, in parallel over that pool (their mail goes to mailboxes from then
+  on), then hands over what was already routed here: a marker sent to the node's own queue tells when all of it
+  has come through. All within ``SHUTDOWN_TIMEOUT``; whatever is still in the queue after that is lost with the
+  connection.
 * **Failed deliveries.** When ``Inbox.deliver`` raises, the delivery is requeued after a pause that grows from
   50 ms to 5 s, without holding up other deliveries; after ``MAX_DELIVERY_ATTEMPTS`` (8) it is dropped and logged
   as an error (it could neither be delivered nor stored, e.g. its user left and their mailbox is full).
@@ -48,9 +59,9 @@ Guarantees, in terms of the contract in ``app.core.abc``:
   online checks it, publishing does not count); mail older than the message TTL; deliveries dropped as above.
 
 Two nodes holding the same user both get every live message. If both drain that user's mailbox at the same time
-(two tabs coming online together on different nodes), ``basic.get`` splits the mailbox between them: each message
-still reaches one of the user's tabs once, in order. Single-active-consumer would not change that (it does not
-apply to ``basic.get``), so mailboxes are declared without it.
+(two tabs coming online together on different nodes), their drain consumers split the mailbox between them: each
+message still reaches one of the user's tabs once, in order. Mailboxes are declared without single-active-consumer,
+so that such a drain never waits for the other node's to finish.
 """
 
 from __future__ import annotations
@@ -122,8 +133,11 @@ _DRAIN_IDLE = 0.05
 #: With no delivery at all for this long, check with the broker whether the mailbox still holds anything
 #: (another node draining the same mailbox may have taken it all).
 _DRAIN_RECHECK = 0.25
-#: Deliveries acknowledged with one ``basic.ack(multiple)`` at most (sooner whenever the worker runs out of work).
+#: Deliveries acknowledged with one ``basic.ack(multiple)`` at most (sooner when the worker has been idle for
+#: ``ACK_IDLE_DELAY``).
 ACK_BATCH = 64
+#: Seconds the worker waits, idle, for more deliveries before acknowledging those it has handed over.
+ACK_IDLE_DELAY = 0.005
 #: A delivery whose ``Inbox.deliver`` keeps raising is requeued after a growing pause, and dropped (logged as an
 #: error) after this many attempts: it can neither be delivered nor stored (say, the user left and their mailbox
 #: is full), and retrying for ever would hold a prefetch slot for good.
@@ -755,16 +769,25 @@ class RabbitMQBackplane(Backplane):
 
     # -- consuming ------------------------------------------------------------------------------------------
 
-    async def _on_node_message(self, message: AbstractIncomingMessage) -> None:
-        # aio-pika runs this in a task per delivery; tasks start in delivery order, and the worker below does
-        # the real work one message at a time, which keeps the order.
+    def _on_node_message(self, message: AbstractIncomingMessage) -> None:
+        # Not a coroutine function, so aio-pika calls it with ``call_soon`` instead of starting a task for every
+        # delivery; its calls run in delivery order, and the worker below does the real work one message at a
+        # time, which keeps the order.
         self._incoming.put_nowait(message)
 
     async def _work(self) -> None:
         while True:
-            if self._incoming.empty():
-                await self._flush_acks()
-            item = await self._incoming.get()
+            if self._incoming.empty() and self._ack_pending:
+                # Idle with deliveries to acknowledge: wait a moment for more, so that a trickle of deliveries
+                # does not cost one ack frame each. (Acks only free prefetch slots: the inbox has them already.)
+                try:
+                    async with asyncio.timeout(ACK_IDLE_DELAY):
+                        item = await self._incoming.get()
+                except TimeoutError:
+                    await self._flush_acks()
+                    item = await self._incoming.get()
+            else:
+                item = await self._incoming.get()
             try:
                 if isinstance(item, _Resync):
                     await self._flush_acks()
