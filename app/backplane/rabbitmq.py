@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Coroutine, Sequence
@@ -192,6 +193,23 @@ class _KeyedLocks:
                 self._locks[key] = (lock, users - 1)
 
 
+_channel_numbers = itertools.count()
+
+
+def _fresh_channel_number(raw_connection: Any) -> int:
+    """A channel number not used recently on this connection.
+
+    aiormq hands out ``max(open channels) + 1``, so a channel the broker just closed (a 404 from a mailbox probe)
+    can get its number again before the broker finished closing it; RabbitMQ then closes the whole connection
+    ("CHANNEL_ERROR - second 'channel.open' seen"). Pool channels count up through 1,000–65,535 instead, so a
+    number comes back only after some 64,000 opens; aio-pika's own channels keep the low numbers.
+    """
+    while True:
+        number = 1_000 + next(_channel_numbers) % 64_536
+        if number not in raw_connection.channels:
+            return number
+
+
 class _ChannelPool:
     """Up to ``size`` raw channels on the current connection, each lent to one caller at a time.
 
@@ -256,7 +274,9 @@ class _ChannelPool:
     async def _open(self, raw_connection: Any) -> RawChannel:
         try:
             async with asyncio.timeout(self._timeout):
-                channel: RawChannel = await raw_connection.channel(publisher_confirms=False)
+                channel: RawChannel = await raw_connection.channel(
+                    channel_number=_fresh_channel_number(raw_connection), publisher_confirms=False
+                )
         except (TimeoutError, RuntimeError, *_BROKER_ERRORS) as exc:
             raise BackplaneUnavailable(
                 f"could not open a RabbitMQ channel ({self._name}): {exc or type(exc).__name__}"
