@@ -15,13 +15,8 @@ Tests also put a fresh nonce into every message they send and only look at messa
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,7 +25,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.processes import ROOT, free_port, log_tail, stop_process, wait_http_ok
+
 CHROMIUM = Path(os.environ.get("WARREN_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
     "--headless",
@@ -51,13 +47,6 @@ LEAVE_CLEANLY = """async () => {
   if (window.warren && typeof window.warren.disconnect === 'function') { await window.warren.disconnect(); }
   else if (typeof window.disconnect === 'function') { window.disconnect(); }
 }"""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def fernet_key() -> str:
@@ -105,10 +94,7 @@ class WarrenServer:
         return self.workdir / "users.json"
 
     def log_tail(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no server log)"
+        return log_tail(self.log_path, lines)
 
     def start(self) -> None:
         """Start the server; a restart keeps the port, the users and the cookie key (so sign-ins survive)."""
@@ -133,40 +119,11 @@ class WarrenServer:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
             )
-        self._wait_healthy()
-
-    def _wait_healthy(self) -> None:
-        assert self.process is not None
-        deadline = time.monotonic() + SERVER_START_TIMEOUT
-        last_error = "no answer yet"
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(
-                    f"`python -m app` exited with {self.process.returncode} before serving:\n{self.log_tail()}"
-                )
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as response:
-                    if response.status == 200:
-                        return
-                    last_error = f"HTTP {response.status}"
-            except (urllib.error.URLError, OSError) as exc:
-                last_error = str(exc)
-            time.sleep(0.1)  # poll interval, not a wait for an outcome
-        self.stop()
-        raise AssertionError(
-            f"Warren did not answer /healthz within {SERVER_START_TIMEOUT:.0f} s ({last_error}):\n{self.log_tail()}"
-        )
+        wait_http_ok(self.process, f"{self.url}/healthz", SERVER_START_TIMEOUT, self.log_path)
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+        stop_process(process)
 
 
 def _require_web_dependencies() -> None:
