@@ -20,6 +20,10 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 from .config import Settings, generate_secret_key
 from .core.errors import ConfigurationError, InvalidUsername, WarrenError
@@ -71,6 +75,7 @@ def serve(settings: Settings) -> None:
             "SECRET_KEY is not set: generated one for this process, so sign-ins end when it restarts. "
             "Set SECRET_KEY (python -m app secret) to keep them."
         )
+    app.on_startup.append(_install_collector_policy)
     loop = _new_event_loop(settings.event_loop)
     web.run_app(
         app,
@@ -82,6 +87,13 @@ def serve(settings: Settings) -> None:
         access_log=None,
         handle_signals=True,
     )
+
+
+async def _install_collector_policy(app: web.Application) -> None:
+    from .collector import CollectorPolicy
+    from .keys import HUB
+
+    CollectorPolicy().install(app[HUB].pacer)
 
 
 def _new_event_loop(kind: str) -> asyncio.AbstractEventLoop:

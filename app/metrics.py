@@ -34,6 +34,14 @@ class _WarrenCollector(Collector):
             sessions.add_metric([transport], count)
         yield sessions
         yield GaugeMetricFamily("warren_users_bound", "Users online on this node", value=len(hub.online_users()))
+        yield CounterMetricFamily(
+            "warren_setup_steps_deferred",
+            "Connection set-up steps that waited for a later loop iteration (a burst of connections)",
+            value=hub.pacer.deferred,
+        )
+        yield GaugeMetricFamily(
+            "warren_setup_steps_waiting", "Connection set-up steps waiting now", value=hub.pacer.waiting
+        )
         for name, value, text in (
             ("accepted", stats.accepted, "Messages accepted (stored by the backplane)"),
             ("delivered_live", stats.delivered_live, "Messages written to a connection on this node"),

@@ -35,6 +35,7 @@ from .abc import Backplane, PublishResult, Subscriber, UserDirectory
 from .envelope import Envelope
 from .errors import InvalidMessage, MessageTooLarge, RateLimited, TooManySessions, UnknownUser
 from .limits import RateLimiter
+from .pacing import Pacer
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,9 @@ class Hub:
         # Per sender, shared by every connection and the HTTP API on this node; 0 turns it off.
         self._send_limits = RateLimiter(message_rate, message_burst) if message_rate > 0 else None
         self.stats = HubStats()
+        #: Connection set-up steps (SockJS open, STOMP CONNECT/SUBSCRIBE, post-bind drain) pass through it, so a
+        #: reconnect storm is spread over loop iterations instead of stalling them (``app.core.pacing``).
+        self.pacer = Pacer()
         self._presence: dict[str, _Presence] = {}
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
         # Per user, envelopes on their way back to the mailbox in order, and the task writing them.
@@ -179,6 +183,8 @@ class Hub:
                         del self._presence[user]
                         raise
                 try:
+                    # Hundreds of binds complete in one burst of broker replies during a reconnect storm.
+                    await self.pacer.turn()
                     await self._drain_mailbox(user, presence)
                     # Live mail that arrived during the drain, with flow control; what arrives meanwhile queues
                     # behind it in ``held``, so nothing overtakes.

@@ -37,6 +37,8 @@ SERVER_NAME = "Warren/0.1"
 #: What the server offers: it can send a heart-beat every 10 s and wants one from the client every 10 s.
 SERVER_HEARTBEAT_MS = (10_000, 10_000)
 MAX_SUBSCRIPTIONS = 16
+#: Commands that set a connection up; they pass the hub's pacer.
+_SET_UP = frozenset({"CONNECT", "STOMP", "SUBSCRIBE"})
 #: Seconds a mailbox drain waits for a client to read or acknowledge before calling it a slow consumer.
 SEND_TIME_LIMIT = 10.0
 #: Envelopes one subscription may hold unacknowledged in a client-ack mode before it is a slow consumer.
@@ -252,6 +254,9 @@ class StompConnection:
 
     async def _handle(self, frame: Frame) -> None:
         command = frame.command
+        if command in _SET_UP:
+            # Set-up work is paced (app.core.pacing): a reconnect storm must not stall messages already flowing.
+            await self.hub.pacer.turn()
         if command in ("CONNECT", "STOMP"):
             self._connect(frame)
             return

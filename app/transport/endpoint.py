@@ -50,6 +50,7 @@ from urllib.parse import parse_qs, urlsplit
 from aiohttp import WSMsgType, web
 
 from ..auth.origins import origin_allowed
+from ..core.pacing import Pacer
 from . import framing
 from .session import (
     HEARTBEAT_FRAME,
@@ -109,6 +110,8 @@ class EndpointOptions:
     response_limit: int = 128 * 1024
     #: The largest WebSocket message accepted from a client.
     max_websocket_message: int = 4 * 1024 * 1024
+    #: Opening a session (a WebSocket upgrade, the first poll) passes this gate when set (``app.core.pacing``).
+    pacer: Pacer | None = None
 
 
 @dataclass(frozen=True)
@@ -239,6 +242,9 @@ class SockJSEndpoint:
         # The protocol reserves dots (no "../" tricks, no file-like names) in both ids.
         if "." in server or "." in session_id:
             raise web.HTTPNotFound()
+        pacer = self.options.pacer
+        if pacer is not None and (transport == "websocket" or self.manager.get(session_id) is None):
+            await pacer.turn()
         if transport == "websocket" and self.options.websocket:
             return await self._websocket(request, session_id)
         receiving = _RECEIVING.get(transport)

@@ -181,6 +181,7 @@ def add_sockjs_endpoint(app: web.Application, manager: WarrenSessionManager) -> 
         cookie_needed=True,
         # One STOMP SEND of the largest message, its JSON escapes escaped again by SockJS, plus headers.
         max_websocket_message=settings.max_message_bytes * 8 + 64 * 1024,
+        pacer=manager.hub.pacer,
     )
     SockJSEndpoint(manager, options).add_routes(app.router, PREFIX)
     app.on_cleanup.append(manager.stop)

@@ -90,7 +90,9 @@ async def test_two_thousand_clients_reconnect_to_the_remaining_node(cluster: Clu
             f"max {health_ms[-1]:.1f} ms over {len(health_ms)} probes"
         )
         assert elapsed < 30
-        assert statistics.median(health_ms) < 100
+        # Responsive throughout: nine probes in ten answered within 100 ms (the machine's two cores are shared
+        # with the 2,000 clients and the broker, so the very last probe is left to the report above).
+        assert health_ms[int(len(health_ms) * 0.9)] < 100
     finally:
         for client in clients:
             await client.close()
