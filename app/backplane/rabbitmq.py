@@ -74,7 +74,6 @@ import itertools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Coroutine, Sequence
-from datetime import UTC, datetime
 from typing import Any, cast
 
 import aio_pika
@@ -84,7 +83,6 @@ from aio_pika.abc import (
     AbstractRobustChannel,
     AbstractRobustConnection,
     AbstractRobustQueue,
-    DeliveryMode,
 )
 from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import DeliveredMessage
@@ -96,6 +94,7 @@ from ..config import Settings
 from ..core.abc import Backplane, Inbox, MailBatch, PublishResult
 from ..core.envelope import Envelope
 from ..core.errors import BackplaneUnavailable, ConfigurationError, InvalidMessage, MailboxFull
+from .amqp import ConfirmingPublisher
 from .topology import (
     DEFAULT_TOPOLOGY,
     MailboxLimits,
@@ -121,6 +120,8 @@ CONNECT_TIMEOUT = 10.0
 HEARTBEAT = 15
 #: Seconds between reconnection attempts (aio-pika logs a warning for each failed one).
 RECONNECT_INTERVAL = 2.0
+#: AMQP delivery mode of messages the broker writes to disk (mailboxes are durable queues).
+_PERSISTENT = 2
 #: Unacknowledged deliveries the broker may push to this node at once.
 PREFETCH = 256
 #: Mailbox envelopes per batch while catching up after a reconnect.
@@ -186,6 +187,10 @@ class _KeyedLocks:
 
     def __init__(self) -> None:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    def busy(self, key: str) -> bool:
+        """Whether anyone holds or waits for ``key``'s lock."""
+        return key in self._locks
 
     @contextlib.asynccontextmanager
     async def hold(self, key: str) -> AsyncIterator[None]:
@@ -384,6 +389,8 @@ class RabbitMQBackplane(Backplane):
         # Separate channels, so that a failed or timed-out call (which closes its channel) on one of them never
         # disturbs the others: publishes in flight, the consumer's unacknowledged deliveries, bindings.
         self._publish_channel: AbstractRobustChannel | None = None
+        #: Publishes (with confirms) on the publish channel's current aiormq channel; see ``app.backplane.amqp``.
+        self._confirming: ConfirmingPublisher | None = None
         self._admin_channel: AbstractRobustChannel | None = None
         #: Raw channels of the current connection for binds/unbinds and for mailbox probes (see _ChannelPool).
         self._control_pool: _ChannelPool | None = None
@@ -399,6 +406,10 @@ class RabbitMQBackplane(Backplane):
         self._generation = 0
         self._user_locks = _KeyedLocks()
         self._return_locks = _KeyedLocks()
+        #: Mailbox declares after a return so far, and per receiver the count at its latest one (while anyone
+        #: holds or waits for that receiver's return lock).
+        self._declares = 0
+        self._mailbox_declared: dict[str, int] = {}
         #: Users bound when the connection was lost, with their generation then: re-bind and catch up these.
         self._resync_users: dict[str, int] = {}
         self._resync_queued = False
@@ -548,12 +559,19 @@ class RabbitMQBackplane(Backplane):
         if self._connected.is_set() and self._node_queue is not None and self._publish_channel is not None:
             # Nothing can be routed here any more; a marker sent now arrives behind everything that was.
             self._drain_marker_id = f"drain-{uuid.uuid4().hex}"
-            marker = aio_pika.Message(b"", message_id=self._drain_marker_id, type="warren.drain-marker")
             try:
-                await self._publish_channel.default_exchange.publish(
-                    marker, self._node_queue.name, mandatory=True, timeout=self._timeout
+                # Through the default exchange, straight to the queue; like every publish on the publish channel,
+                # through its ConfirmingPublisher (which numbers the channel's publishes).
+                publisher = await self._publisher()
+                confirm = publisher.publish(
+                    "", self._node_queue_name, b"", message_id=self._drain_marker_id, message_type="warren.drain-marker"
                 )
-            except _BROKER_ERRORS as exc:
+                try:
+                    async with asyncio.timeout(self._timeout):
+                        await confirm
+                finally:
+                    publisher.forget(self._drain_marker_id, confirm)
+            except (TimeoutError, *_BROKER_ERRORS) as exc:
                 log.warning("could not mark the end of node %s's queue: %s", self._node_id, exc)
             else:
                 # If the connection dies first, the marker dies with the queue: stop waiting for it then.
@@ -658,29 +676,47 @@ class RabbitMQBackplane(Backplane):
 
     async def _publish(self, exchange: str, envelope: Envelope) -> None:
         key = routing_key(envelope.receiver)
-        returned = False
+        receiver = envelope.receiver
+        returns = 0
         nacks = 0
+        # Mailbox declares so far when the latest attempt went out.
+        declares_before = self._declares
         try:
             async with asyncio.timeout(self._timeout):
                 while True:
                     try:
-                        if returned:
+                        if returns:
                             # One lock per receiver keeps messages that came back together in their order
                             # while the first of them creates the mailbox.
-                            async with self._return_locks.hold(envelope.receiver):
-                                await declare_mailbox(self._admin(), envelope.receiver, self._topology)
-                                await self._send(exchange, key, envelope)
+                            async with self._return_locks.hold(receiver):
+                                if returns > 1 or self._mailbox_declared.get(receiver, 0) <= declares_before:
+                                    # Nobody created the mailbox since this message was routed (or it came back
+                                    # again): create it. A burst to a user without one comes back all at once
+                                    # and needs only one declare.
+                                    await declare_mailbox(self._admin(), receiver, self._topology)
+                                    self._declares += 1
+                                    self._mailbox_declared[receiver] = self._declares
+                                declares_before = self._declares
+                                # Queued (so numbered and ordered) under the lock; the confirm is awaited after
+                                # it, so that a burst that came back is not resent one round trip at a time.
+                                publisher, confirm = await self._send(exchange, key, envelope)
+                            if not self._return_locks.busy(receiver):
+                                self._mailbox_declared.pop(receiver, None)
                         else:
-                            await self._send(exchange, key, envelope)
+                            publisher, confirm = await self._send(exchange, key, envelope)
+                        try:
+                            await confirm
+                        finally:
+                            publisher.forget(envelope.id, confirm)
                         return
                     except aiormq.exceptions.PublishError as exc:
                         # Returned: nobody has the user bound and there is no mailbox (or no binding to it).
-                        if returned:
+                        if returns > 1:
                             raise BackplaneUnavailable(
-                                f"RabbitMQ returned a message for {envelope.receiver!r} even after creating "
+                                f"RabbitMQ returned a message for {receiver!r} even after creating "
                                 "their mailbox; check the bindings of the mailbox exchange"
                             ) from exc
-                        returned = True
+                        returns += 1
                     except aiormq.exceptions.DeliveryError:
                         # A nack: the mailbox is full (overflow reject-publish). Once more, in case the nack came
                         # from a mailbox deleted (expired) at that very moment: the retry re-creates it.
@@ -697,21 +733,36 @@ class RabbitMQBackplane(Backplane):
                 f"RabbitMQ could not take the message ({exc or type(exc).__name__}); try again in a moment"
             ) from exc
 
-    async def _send(self, exchange: str, key: str, envelope: Envelope) -> None:
-        # Straight to the underlying channel: aio-pika's Message object costs more CPU than the rest of a publish.
-        assert self._publish_channel is not None
-        channel = await self._publish_channel.get_underlay_channel()
-        properties = spec.Basic.Properties(
-            content_type="application/json",
-            delivery_mode=DeliveryMode.PERSISTENT.value,
+    async def _send(
+        self, exchange: str, key: str, envelope: Envelope
+    ) -> tuple[ConfirmingPublisher, asyncio.Future[Any]]:
+        """Queue ``envelope`` on the publish channel (``mandatory``, persistent); await the future, then ``forget``.
+
+        The future fails with aiormq's ``PublishError`` when the broker returns the message, ``DeliveryError`` on a
+        nack, and the channel's close reason (a broker error) when the channel or the connection dies first.
+        """
+        publisher = await self._publisher()
+        confirm = publisher.publish(
+            exchange,
+            key,
+            envelope.body,
             message_id=envelope.id,
-            timestamp=datetime.fromtimestamp(envelope.ts // 1000, UTC),
+            content_type="application/json",
+            delivery_mode=_PERSISTENT,
+            timestamp=envelope.ts // 1000,
             app_id="warren",
         )
-        # The channel has on_return_raises: a returned message raises PublishError, a nack DeliveryError.
-        await channel.basic_publish(
-            envelope.body, exchange=exchange, routing_key=key, properties=properties, mandatory=True
-        )
+        return publisher, confirm
+
+    async def _publisher(self) -> ConfirmingPublisher:
+        """The publisher of the publish channel's current aiormq channel (a new one after aio-pika reopened it)."""
+        publisher = self._confirming
+        if publisher is None or publisher.channel.is_closed:
+            assert self._publish_channel is not None
+            raw = cast(aiormq.Channel, await self._publish_channel.get_underlay_channel())
+            if publisher is None or publisher.channel is not raw:
+                publisher = self._confirming = ConfirmingPublisher(raw)
+        return publisher
 
     # -- mailboxes ------------------------------------------------------------------------------------------
 
