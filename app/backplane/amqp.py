@@ -185,7 +185,11 @@ class ConfirmingPublisher:
         batch, self._batch = self._batch, []
         channel = self.channel
         if channel.is_closed:
-            # The channel's close already failed these futures (they are in its future store).
+            # Closed during this turn: none of these was sent. (The close fails futures it knows of; these may
+            # have come after it.)
+            for future, _, _ in batch:
+                if not future.done():
+                    future.set_exception(ChannelInvalidStateError(f"{channel!r} closed"))
             return
         confirmations = channel.confirmations
         by_message_id = channel.message_id_delivery_tag
@@ -212,10 +216,18 @@ class ConfirmingPublisher:
             channel.write_queue.put_nowait(frame)
 
     async def _feed(self) -> None:
+        # Only when the writer fell behind (its queue holds a few frames). A closed channel's futures are failed by
+        # the close, and a dead connection's writer never frees a slot: stop then instead of waiting for ever.
+        closed = self.channel.closing
         try:
-            while self._backlog and not self.channel.is_closed:
-                await self.channel.write_queue.put(self._backlog[0])
+            while self._backlog and not closed.done():
+                put = asyncio.ensure_future(self.channel.write_queue.put(self._backlog[0]))
+                await asyncio.wait((put, closed), return_when=asyncio.FIRST_COMPLETED)
+                if not put.done():
+                    put.cancel()
+                    break
                 del self._backlog[0]
         finally:
+            closed.cancel()  # only this observer of the close
             self._backlog.clear()
             self._feeder = None
