@@ -106,6 +106,10 @@ def encode_publish(
     return b"".join(parts)
 
 
+#: The parts of aiormq's ``Channel`` the publisher uses besides its public methods.
+_AIORMQ_STATE = ("confirmations", "message_id_delivery_tag", "delivery_tag", "write_queue", "max_content_size")
+
+
 class ConfirmingPublisher:
     """Publishes with confirms on one aiormq channel (opened with ``publisher_confirms`` and ``on_return_raises``).
 
@@ -119,6 +123,10 @@ class ConfirmingPublisher:
     def __init__(self, channel: aiormq.Channel) -> None:
         if not channel.publisher_confirms:
             raise ValueError("ConfirmingPublisher needs a channel with publisher confirms")
+        missing = [name for name in _AIORMQ_STATE if not hasattr(channel, name)]
+        if missing:
+            # Fail at start-up, not with unconfirmed messages: this relies on aiormq 7's channel bookkeeping.
+            raise RuntimeError(f"aiormq's Channel has no {', '.join(missing)} here; Warren needs aiormq 7")
         self.channel = channel
         self._loop = asyncio.get_running_loop()
         self._max_body_frame = channel.max_content_size

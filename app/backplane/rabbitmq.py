@@ -1,8 +1,9 @@
 """The RabbitMQ backplane: nodes that share nothing but a broker.
 
 Topology (names in ``app.backplane.topology``): every message is published, with publisher confirms, to the topic
-exchange ``warren.messages`` under ``user.<token>``. Each node owns one exclusive queue ``warren.node.<node_id>``,
-bound once per user online on that node. When no node has the user bound, the exchange's alternate exchange
+exchange ``warren.messages`` under ``user.<token>`` (the messages of one event-loop turn in one socket write, see
+``app.backplane.amqp``). Each node owns one exclusive queue ``warren.node.<node_id>``, bound once per user online
+on that node. When no node has the user bound, the exchange's alternate exchange
 ``warren.mailbox`` routes the message to the durable mailbox ``warren.mailbox.<token>``; when that does not exist
 either, the broker returns the message, and the publisher creates the mailbox and publishes again through
 ``warren.messages`` (so it goes live if the user came online meanwhile). Mailbox limits (TTL, length, what a full
