@@ -909,9 +909,10 @@ class RabbitMQBackplane(Backplane):
                 log.warning("could not consume node %s's queue (%s); retrying", self._node_id, exc)
 
     def _on_consumer_cancelled(self, frame: spec.Basic.Cancel) -> None:
-        # The broker cancels a consumer when its queue is deleted (an operator, say): declare the queue again, re-bind
-        # every user bound here and catch up their mailboxes, as after a reconnect. Mail routed here meanwhile went to
-        # the mailboxes (nothing was bound); what sat in the deleted queue is lost with it.
+        # The broker cancels a consumer whose queue was deleted (being exclusive, only by this node's own connection;
+        # the management API refuses). Should it happen, declare the queue again, re-bind every user bound here and
+        # catch up their mailboxes, as after a reconnect, rather than stop consuming for good. Mail routed here
+        # meanwhile went to the mailboxes (nothing was bound); what sat in the deleted queue is lost with it.
         if frame.consumer_tag != self._consumer_tag or self._closing.is_set():
             return
         log.error("RabbitMQ cancelled the consumer of node %s's queue (deleted?); declaring it again", self._node_id)
