@@ -36,13 +36,19 @@ PATHS: list[tuple[str, tuple[str, ...]]] = [
     ("AMQP socket reads + frame parsing (aiormq reader task)", ("Connection.__reader",)),
     ("WebSocket writes (SockJS writer task)", ("_ws_writer", "WebSocketWriter.send_frame")),
     (
-        "consume: deliver frame → aio-pika IncomingMessage → a task per delivery",
-        ("_on_deliver_frame", "aio_pika/queue.py", "RabbitMQBackplane._on_node_message"),
+        "consume: deliver frame → DeliveredMessage → a task per delivery",
+        # The last two: profiles of Warren before it consumed with aiormq directly.
+        (
+            "_on_deliver_frame",
+            "RabbitMQBackplane._on_delivery",
+            "aio_pika/queue.py",
+            "RabbitMQBackplane._on_node_message",
+        ),
     ),
     ("delivery: backplane worker → hub.deliver → STOMP MESSAGE → session queue, ack", ("RabbitMQBackplane._work",)),
     (
         "send: WebSocket message → STOMP SEND → hub.send → publish → confirm",
-        ("StompConnection.on_text", "_on_send", "Hub.send", "RabbitMQBackplane.publish"),
+        ("StompConnection.on_text", "_on_send", "Hub.send", "RabbitMQBackplane.publish", "ConfirmingPublisher._write"),
     ),
     ("WebSocket reads + SockJS decode", ("_run_websocket", "SockJSEndpoint._websocket", "web_ws.py")),
     ("event loop: waiting in epoll", ("EpollSelector.select",)),
@@ -58,6 +64,10 @@ KEY_FUNCTIONS = (
     "uuid4",
     "RabbitMQBackplane._publish",
     "Channel.basic_publish",
+    "ConfirmingPublisher.publish",
+    "ConfirmingPublisher._write",
+    "encode_publish",
+    "RabbitMQBackplane._on_delivery",
     "RabbitMQBackplane._handle",
     "Envelope.from_body",
     "Hub.deliver",

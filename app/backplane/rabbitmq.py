@@ -1,8 +1,9 @@
 """The RabbitMQ backplane: nodes that share nothing but a broker.
 
 Topology (names in ``app.backplane.topology``): every message is published, with publisher confirms, to the topic
-exchange ``warren.messages`` under ``user.<token>``. Each node owns one exclusive queue ``warren.node.<node_id>``,
-bound once per user online on that node. When no node has the user bound, the exchange's alternate exchange
+exchange ``warren.messages`` under ``user.<token>`` (the messages of one event-loop turn in one socket write, see
+``app.backplane.amqp``). Each node owns one exclusive queue ``warren.node.<node_id>``, bound once per user online
+on that node. When no node has the user bound, the exchange's alternate exchange
 ``warren.mailbox`` routes the message to the durable mailbox ``warren.mailbox.<token>``; when that does not exist
 either, the broker returns the message, and the publisher creates the mailbox and publishes again through
 ``warren.messages`` (so it goes live if the user came online meanwhile). Mailbox limits (TTL, length, what a full
@@ -16,9 +17,10 @@ Guarantees, in terms of the contract in ``app.core.abc``:
   broker, or no confirm within ``publish_timeout`` (5 s), raises ``BackplaneUnavailable``; after a timeout the
   broker may still have stored the message, so a retry can show up twice (with different ids).
 * **Order.** A node publishes on one channel and consumes its queue with one consumer whose deliveries one task
-  hands to ``Inbox.deliver`` and acknowledges in order, so messages published one after another from one node
-  to one receiver arrive in that order, live and from the mailbox. Publishes to one receiver that overlap in time
-  can swap places when the first of them has to create the receiver's mailbox.
+  hands to ``Inbox.deliver`` and acknowledges in order (each only after ``deliver`` returned; acks go out in
+  batches of up to ``ACK_BATCH``, at most ``ACK_DELAY`` late), so messages published one after another from one
+  node to one receiver arrive in that order, live and from the mailbox. Publishes to one receiver that overlap in
+  time can swap places when the first of them has to create the receiver's mailbox.
 * **The bind race.** The hub binds, then drains the mailbox (``fetch_mail``) while holding live messages. A
   message published before the binding existed was routed to the mailbox and is in it by the time bind-ok
   arrives: routing hands it to the mailbox's queue process at once, and the hub's drain (a passive declare, then a
@@ -33,11 +35,12 @@ Guarantees, in terms of the contract in ``app.core.abc``:
   puts back waits for the user's next drain or REST pull: mailboxes are read on demand, never consumed for long.
 * **Broker connection loss.** The node's queue, its bindings and anything in it die with the connection; what was
   already handed to this process is still delivered. Meanwhile messages for this node's users are unroutable,
-  so they go to mailboxes. On reconnect, aio-pika re-declares the exchanges, the node queue and the consumer;
-  Warren then re-binds every user still bound, in parallel (from its own set: aio-pika would also restore
-  bindings whose unbind failed during the outage) and drains their mailboxes into ``Inbox.deliver`` before any
-  live message that arrived after the re-bind, so order holds across the outage. ``publish`` raises
-  ``BackplaneUnavailable`` at once while the connection is down.
+  so they go to mailboxes. On reconnect, aio-pika re-declares the exchanges and the node queue, and Warren starts
+  its consumer again (as it does when the broker closed only the consume channel). Warren then re-binds every
+  user still bound, in parallel (from its own set: aio-pika would also restore bindings whose unbind failed
+  during the outage) and drains their mailboxes into ``Inbox.deliver`` before any live message that arrived
+  after the re-bind, so order holds across the outage. ``publish`` raises ``BackplaneUnavailable`` at once while
+  the connection is down.
 * **Mailbox reads.** ``fetch_mail`` probes the mailbox with a passive declare on one of a small pool of channels
   (a missing mailbox closes that channel; the pool replaces it in the background), and when it holds mail takes up
   to a batch of it with a short-lived consumer whose prefetch is the batch size, on a channel of the batch's own:
@@ -72,18 +75,15 @@ import itertools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Coroutine, Sequence
-from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import aio_pika
 import aiohttp
 import aiormq
 from aio_pika.abc import (
-    AbstractIncomingMessage,
     AbstractRobustChannel,
     AbstractRobustConnection,
     AbstractRobustQueue,
-    DeliveryMode,
 )
 from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import DeliveredMessage
@@ -95,6 +95,7 @@ from ..config import Settings
 from ..core.abc import Backplane, Inbox, MailBatch, PublishResult
 from ..core.envelope import Envelope
 from ..core.errors import BackplaneUnavailable, ConfigurationError, InvalidMessage, MailboxFull
+from .amqp import ConfirmingPublisher
 from .topology import (
     DEFAULT_TOPOLOGY,
     MailboxLimits,
@@ -120,6 +121,8 @@ CONNECT_TIMEOUT = 10.0
 HEARTBEAT = 15
 #: Seconds between reconnection attempts (aio-pika logs a warning for each failed one).
 RECONNECT_INTERVAL = 2.0
+#: AMQP delivery mode of messages the broker writes to disk (mailboxes are durable queues).
+_PERSISTENT = 2
 #: Unacknowledged deliveries the broker may push to this node at once.
 PREFETCH = 256
 #: Mailbox envelopes per batch while catching up after a reconnect.
@@ -134,11 +137,12 @@ _DRAIN_IDLE = 0.05
 #: With no delivery at all for this long, check with the broker whether the mailbox still holds anything
 #: (another node draining the same mailbox may have taken it all).
 _DRAIN_RECHECK = 0.25
-#: Deliveries acknowledged with one ``basic.ack(multiple)`` at most (sooner when the worker has been idle for
-#: ``ACK_IDLE_DELAY``).
+#: Deliveries acknowledged with one ``basic.ack(multiple)`` at most (sooner once the oldest of them has waited
+#: ``ACK_DELAY``).
 ACK_BATCH = 64
-#: Seconds the worker waits, idle, for more deliveries before acknowledging those it has handed over.
-ACK_IDLE_DELAY = 0.005
+#: Seconds a delivery handed to the inbox waits at most for its acknowledgement: a trickle of deliveries then
+#: costs one ack frame per this interval instead of one each. (Acks only free prefetch slots.)
+ACK_DELAY = 0.005
 #: A delivery whose ``Inbox.deliver`` keeps raising is requeued after a growing pause, and dropped (logged as an
 #: error) after this many attempts: it can neither be delivered nor stored (say, the user left and their mailbox
 #: is full), and retrying for ever would hold a prefetch slot for good.
@@ -155,6 +159,13 @@ class _Resync:
 
 
 _RESYNC = _Resync()
+
+
+class _FlushAcks:
+    """Queued ``ACK_DELAY`` after the first delivery of an ack batch: acknowledge the batch even if it is short."""
+
+
+_FLUSH_ACKS = _FlushAcks()
 
 
 class _CatchUp:
@@ -177,6 +188,10 @@ class _KeyedLocks:
 
     def __init__(self) -> None:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    def busy(self, key: str) -> bool:
+        """Whether anyone holds or waits for ``key``'s lock."""
+        return key in self._locks
 
     @contextlib.asynccontextmanager
     async def hold(self, key: str) -> AsyncIterator[None]:
@@ -375,6 +390,8 @@ class RabbitMQBackplane(Backplane):
         # Separate channels, so that a failed or timed-out call (which closes its channel) on one of them never
         # disturbs the others: publishes in flight, the consumer's unacknowledged deliveries, bindings.
         self._publish_channel: AbstractRobustChannel | None = None
+        #: Publishes (with confirms) on the publish channel's current aiormq channel; see ``app.backplane.amqp``.
+        self._confirming: ConfirmingPublisher | None = None
         self._admin_channel: AbstractRobustChannel | None = None
         #: Raw channels of the current connection for binds/unbinds and for mailbox probes (see _ChannelPool).
         self._control_pool: _ChannelPool | None = None
@@ -382,16 +399,22 @@ class RabbitMQBackplane(Backplane):
         self._consume_channel: AbstractRobustChannel | None = None
         # A strong reference: aio-pika restores only queue objects that are still alive (aio-pika#594).
         self._node_queue: AbstractRobustQueue | None = None
+        #: The tag of this node's consumer of its queue (one per channel; the same on every reopened channel).
+        self._consumer_tag = f"warren-node-{self._node_id}"
 
         #: Users bound here -> the generation of their latest bind (a later bind means the hub drained afresh).
         self._bound: dict[str, int] = {}
         self._generation = 0
         self._user_locks = _KeyedLocks()
         self._return_locks = _KeyedLocks()
+        #: Mailbox declares after a return so far, and per receiver the count at its latest one (while anyone
+        #: holds or waits for that receiver's return lock).
+        self._declares = 0
+        self._mailbox_declared: dict[str, int] = {}
         #: Users bound when the connection was lost, with their generation then: re-bind and catch up these.
         self._resync_users: dict[str, int] = {}
         self._resync_queued = False
-        self._incoming: asyncio.Queue[AbstractIncomingMessage | _Resync | _CatchUp | _LocalMark] = asyncio.Queue()
+        self._incoming: asyncio.Queue[DeliveredMessage | _FlushAcks | _Resync | _CatchUp | _LocalMark] = asyncio.Queue()
         self._catch_up_queued: set[str] = set()
         #: The id of the envelope the worker is handing to the inbox right now.
         self._delivering: str | None = None
@@ -403,10 +426,13 @@ class RabbitMQBackplane(Backplane):
         self._started = False
         self._drain_marker_id: str | None = None
         self._drain_marker_reached = asyncio.Event()
-        #: Deliveries handed to the inbox and not yet acknowledged, oldest first.
-        self._ack_pending: list[AbstractIncomingMessage] = []
-        #: Deliveries that failed and wait, unacknowledged, to be requeued.
-        self._held_back: set[AbstractIncomingMessage] = set()
+        #: Delivery tags handed to the inbox and not yet acknowledged, oldest first, all of ``_ack_channel``.
+        self._ack_tags: list[int] = []
+        self._ack_channel: RawChannel | None = None
+        #: Queues ``_FLUSH_ACKS`` once the oldest unacknowledged delivery has waited ``ACK_DELAY``.
+        self._ack_timer: asyncio.TimerHandle | None = None
+        #: Deliveries (channel, delivery tag) that failed and wait, unacknowledged, to be requeued.
+        self._held_back: set[tuple[RawChannel, int]] = set()
         #: Failed attempts per envelope id, until it is delivered or dropped.
         self._attempts: dict[str, int] = {}
 
@@ -471,7 +497,10 @@ class RabbitMQBackplane(Backplane):
         )
         assert isinstance(queue, AbstractRobustQueue)
         self._node_queue = queue
-        await queue.consume(self._on_node_message, no_ack=False)
+        # aio-pika re-declares the queue (and the prefetch) whenever it reopens this channel, after a reconnect or
+        # after the broker closed the channel alone; the consumer is ours, so we start it again each time.
+        self._consume_channel.reopen_callbacks.add(self._on_consume_channel_reopened)
+        await self._start_consumer()
 
     async def _apply_policy(self) -> None:
         try:
@@ -510,6 +539,9 @@ class RabbitMQBackplane(Backplane):
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self._worker = None
+            if self._ack_timer is not None:
+                self._ack_timer.cancel()
+                self._ack_timer = None
             self._connected.clear()
             if self._connection is not None:
                 with contextlib.suppress(TimeoutError, *_BROKER_ERRORS):
@@ -528,12 +560,19 @@ class RabbitMQBackplane(Backplane):
         if self._connected.is_set() and self._node_queue is not None and self._publish_channel is not None:
             # Nothing can be routed here any more; a marker sent now arrives behind everything that was.
             self._drain_marker_id = f"drain-{uuid.uuid4().hex}"
-            marker = aio_pika.Message(b"", message_id=self._drain_marker_id, type="warren.drain-marker")
             try:
-                await self._publish_channel.default_exchange.publish(
-                    marker, self._node_queue.name, mandatory=True, timeout=self._timeout
+                # Through the default exchange, straight to the queue; like every publish on the publish channel,
+                # through its ConfirmingPublisher (which numbers the channel's publishes).
+                publisher = await self._publisher()
+                confirm = publisher.publish(
+                    "", self._node_queue_name, b"", message_id=self._drain_marker_id, message_type="warren.drain-marker"
                 )
-            except _BROKER_ERRORS as exc:
+                try:
+                    async with asyncio.timeout(self._timeout):
+                        await confirm
+                finally:
+                    publisher.forget(self._drain_marker_id, confirm)
+            except (TimeoutError, *_BROKER_ERRORS) as exc:
                 log.warning("could not mark the end of node %s's queue: %s", self._node_id, exc)
             else:
                 # If the connection dies first, the marker dies with the queue: stop waiting for it then.
@@ -638,29 +677,47 @@ class RabbitMQBackplane(Backplane):
 
     async def _publish(self, exchange: str, envelope: Envelope) -> None:
         key = routing_key(envelope.receiver)
-        returned = False
+        receiver = envelope.receiver
+        returns = 0
         nacks = 0
+        # Mailbox declares so far when the latest attempt went out.
+        declares_before = self._declares
         try:
             async with asyncio.timeout(self._timeout):
                 while True:
                     try:
-                        if returned:
+                        if returns:
                             # One lock per receiver keeps messages that came back together in their order
                             # while the first of them creates the mailbox.
-                            async with self._return_locks.hold(envelope.receiver):
-                                await declare_mailbox(self._admin(), envelope.receiver, self._topology)
-                                await self._send(exchange, key, envelope)
+                            async with self._return_locks.hold(receiver):
+                                if returns > 1 or self._mailbox_declared.get(receiver, 0) <= declares_before:
+                                    # Nobody created the mailbox since this message was routed (or it came back
+                                    # again): create it. A burst to a user without one comes back all at once
+                                    # and needs only one declare.
+                                    await declare_mailbox(self._admin(), receiver, self._topology)
+                                    self._declares += 1
+                                    self._mailbox_declared[receiver] = self._declares
+                                declares_before = self._declares
+                                # Queued (so numbered and ordered) under the lock; the confirm is awaited after
+                                # it, so that a burst that came back is not resent one round trip at a time.
+                                publisher, confirm = await self._send(exchange, key, envelope)
+                            if not self._return_locks.busy(receiver):
+                                self._mailbox_declared.pop(receiver, None)
                         else:
-                            await self._send(exchange, key, envelope)
+                            publisher, confirm = await self._send(exchange, key, envelope)
+                        try:
+                            await confirm
+                        finally:
+                            publisher.forget(envelope.id, confirm)
                         return
                     except aiormq.exceptions.PublishError as exc:
                         # Returned: nobody has the user bound and there is no mailbox (or no binding to it).
-                        if returned:
+                        if returns > 1:
                             raise BackplaneUnavailable(
-                                f"RabbitMQ returned a message for {envelope.receiver!r} even after creating "
+                                f"RabbitMQ returned a message for {receiver!r} even after creating "
                                 "their mailbox; check the bindings of the mailbox exchange"
                             ) from exc
-                        returned = True
+                        returns += 1
                     except aiormq.exceptions.DeliveryError:
                         # A nack: the mailbox is full (overflow reject-publish). Once more, in case the nack came
                         # from a mailbox deleted (expired) at that very moment: the retry re-creates it.
@@ -677,21 +734,36 @@ class RabbitMQBackplane(Backplane):
                 f"RabbitMQ could not take the message ({exc or type(exc).__name__}); try again in a moment"
             ) from exc
 
-    async def _send(self, exchange: str, key: str, envelope: Envelope) -> None:
-        # Straight to the underlying channel: aio-pika's Message object costs more CPU than the rest of a publish.
-        assert self._publish_channel is not None
-        channel = await self._publish_channel.get_underlay_channel()
-        properties = spec.Basic.Properties(
-            content_type="application/json",
-            delivery_mode=DeliveryMode.PERSISTENT.value,
+    async def _send(
+        self, exchange: str, key: str, envelope: Envelope
+    ) -> tuple[ConfirmingPublisher, asyncio.Future[Any]]:
+        """Queue ``envelope`` on the publish channel (``mandatory``, persistent); await the future, then ``forget``.
+
+        The future fails with aiormq's ``PublishError`` when the broker returns the message, ``DeliveryError`` on a
+        nack, and the channel's close reason (a broker error) when the channel or the connection dies first.
+        """
+        publisher = await self._publisher()
+        confirm = publisher.publish(
+            exchange,
+            key,
+            envelope.body,
             message_id=envelope.id,
-            timestamp=datetime.fromtimestamp(envelope.ts // 1000, UTC),
+            content_type="application/json",
+            delivery_mode=_PERSISTENT,
+            timestamp=envelope.ts // 1000,
             app_id="warren",
         )
-        # The channel has on_return_raises: a returned message raises PublishError, a nack DeliveryError.
-        await channel.basic_publish(
-            envelope.body, exchange=exchange, routing_key=key, properties=properties, mandatory=True
-        )
+        return publisher, confirm
+
+    async def _publisher(self) -> ConfirmingPublisher:
+        """The publisher of the publish channel's current aiormq channel (a new one after aio-pika reopened it)."""
+        publisher = self._confirming
+        if publisher is None or publisher.channel.is_closed:
+            assert self._publish_channel is not None
+            raw = cast(aiormq.Channel, await self._publish_channel.get_underlay_channel())
+            if publisher is None or publisher.channel is not raw:
+                publisher = self._confirming = ConfirmingPublisher(raw)
+        return publisher
 
     # -- mailboxes ------------------------------------------------------------------------------------------
 
@@ -788,28 +860,97 @@ class RabbitMQBackplane(Backplane):
         return _RabbitMailBatch(envelopes, channel, last_tag, self._timeout), available
 
     # -- consuming ------------------------------------------------------------------------------------------
+    #
+    # The node queue is consumed with aiormq directly, not through aio-pika's Queue.consume: aio-pika builds an
+    # IncomingMessage (every property decoded into attributes) and schedules a callback for each delivery, which
+    # cost about as much CPU as all the rest of the consumer. Here a delivery is aiormq's DeliveredMessage, put on
+    # the worker's queue as it is; the worker decodes its body once and remembers its delivery tag for the ack.
 
-    def _on_node_message(self, message: AbstractIncomingMessage) -> None:
-        # Not a coroutine function, so aio-pika calls it with ``call_soon`` instead of starting a task for every
-        # delivery; its calls run in delivery order, and the worker below does the real work one message at a
-        # time, which keeps the order.
+    async def _start_consumer(self) -> None:
+        """Consume the node queue on the consume channel's current aiormq channel (once per channel)."""
+        assert self._consume_channel is not None
+        # The concrete class: the abstract one does not declare ``consumers``.
+        raw = cast(aiormq.Channel, await self._consume_channel.get_underlay_channel())
+        if self._consumer_tag in raw.consumers:
+            return
+        if self._on_consumer_cancelled not in raw.on_consumer_cancel_callbacks:
+            raw.on_consumer_cancel_callbacks.add(self._on_consumer_cancelled)
+        try:
+            async with asyncio.timeout(self._timeout):
+                await raw.basic_consume(
+                    self._node_queue_name, self._on_delivery, no_ack=False, consumer_tag=self._consumer_tag
+                )
+        except BaseException:
+            # aiormq registers the callback before the broker's consume-ok; a later attempt on this channel must
+            # not take it for a running consumer.
+            raw.consumers.pop(self._consumer_tag, None)
+            raise
+
+    async def _on_consume_channel_reopened(self, _channel: object) -> None:
+        # Called by aio-pika once it has reopened the consume channel and declared the node queue on it again
+        # (before the connection's reconnect callbacks: deliveries may start before ``_on_reconnected``; they
+        # queue behind the resync that the connection loss queued, so they are handed over after the catch-up).
+        if self._closing.is_set():
+            return
+        try:
+            await self._start_consumer()
+        except (TimeoutError, *_BROKER_ERRORS) as exc:
+            log.warning("could not consume node %s's queue after reopening its channel (%s)", self._node_id, exc)
+            self._spawn(self._retry_consumer())
+
+    async def _retry_consumer(self) -> None:
+        while not self._closing.is_set():
+            await asyncio.sleep(self._reconnect_interval)
+            try:
+                await self._start_consumer()
+                return
+            except (TimeoutError, *_BROKER_ERRORS) as exc:
+                # A dead channel or connection: aio-pika reopens it and calls _on_consume_channel_reopened again.
+                log.warning("could not consume node %s's queue (%s); retrying", self._node_id, exc)
+
+    def _on_consumer_cancelled(self, frame: spec.Basic.Cancel) -> None:
+        # The broker cancels a consumer whose queue was deleted (being exclusive, only by this node's own connection;
+        # the management API refuses). Should it happen, declare the queue again, re-bind every user bound here and
+        # catch up their mailboxes, as after a reconnect, rather than stop consuming for good. Mail routed here
+        # meanwhile went to the mailboxes (nothing was bound); what sat in the deleted queue is lost with it.
+        if frame.consumer_tag != self._consumer_tag or self._closing.is_set():
+            return
+        log.error("RabbitMQ cancelled the consumer of node %s's queue (deleted?); declaring it again", self._node_id)
+        self._spawn(self._redeclare_node_queue())
+
+    async def _redeclare_node_queue(self) -> None:
+        assert self._consume_channel is not None
+        try:
+            raw = await self._consume_channel.get_underlay_channel()
+            async with asyncio.timeout(self._timeout):
+                await raw.queue_declare(self._node_queue_name, exclusive=True, durable=False)
+        except (TimeoutError, *_BROKER_ERRORS) as exc:
+            # The channel or the connection died: reopening it declares the queue and starts the consumer.
+            log.warning("could not declare node %s's queue again: %s", self._node_id, exc)
+        # Queued before the consumer starts, so every delivery from the new queue is handed over after the catch-up.
+        self._resync_users.update(self._bound)
+        if not self._resync_queued:
+            self._resync_queued = True
+            self._incoming.put_nowait(_RESYNC)
+        with contextlib.suppress(TimeoutError, *_BROKER_ERRORS):
+            await self._start_consumer()
+
+    async def _on_delivery(self, message: DeliveredMessage) -> None:
+        # aiormq runs this in a task of its own per delivery, in delivery order, and nothing here awaits: the worker
+        # below hands deliveries over one at a time, which keeps the order.
         self._incoming.put_nowait(message)
 
     async def _work(self) -> None:
+        get = self._incoming.get
         while True:
-            if self._incoming.empty() and self._ack_pending:
-                # Idle with deliveries to acknowledge: wait a moment for more, so that a trickle of deliveries
-                # does not cost one ack frame each. (Acks only free prefetch slots: the inbox has them already.)
-                try:
-                    async with asyncio.timeout(ACK_IDLE_DELAY):
-                        item = await self._incoming.get()
-                except TimeoutError:
-                    await self._flush_acks()
-                    item = await self._incoming.get()
-            else:
-                item = await self._incoming.get()
+            item = await get()
             try:
-                if isinstance(item, _Resync):
+                if type(item) is DeliveredMessage:
+                    await self._handle(item)
+                elif isinstance(item, _FlushAcks):
+                    self._ack_timer = None
+                    await self._flush_acks()
+                elif isinstance(item, _Resync):
                     await self._flush_acks()
                     await self._resync()
                 elif isinstance(item, _CatchUp):
@@ -822,44 +963,56 @@ class RabbitMQBackplane(Backplane):
                 elif isinstance(item, _LocalMark):
                     await self._flush_acks()
                     item.reached.set()
-                else:
-                    await self._handle(item)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("RabbitMQ backplane worker failed on %r; continuing", item)
 
-    async def _handle(self, message: AbstractIncomingMessage) -> None:
-        if self._ack_pending and self._ack_pending[-1].channel is not message.channel:
+    async def _handle(self, message: DeliveredMessage) -> None:
+        channel = message.channel
+        # Always set on a Basic.Deliver (pamqp types every field as optional).
+        tag = cast(int, cast(spec.Basic.Deliver, message.delivery).delivery_tag)
+        if self._ack_tags and channel is not self._ack_channel:
             # Delivery tags count per channel: never let a multiple-ack on a new channel stand for an old one.
             await self._flush_acks()
-        if self._drain_marker_id is not None and message.message_id == self._drain_marker_id:
+        body = message.body
+        if not body and self._drain_marker_id and message.header.properties.message_id == self._drain_marker_id:
+            # Envelopes are never empty; the drain marker is.
             await self._flush_acks()
-            await _quietly(message.ack())
+            await _quietly(channel.basic_ack(tag, wait=False))
             self._drain_marker_reached.set()
             return
         try:
-            envelope = Envelope.from_body(message.body)
+            envelope = Envelope.from_body(body)
         except InvalidMessage as exc:
             log.warning("dropping a message on node %s that is not a Warren envelope: %s", self._node_id, exc)
             await self._flush_acks()
-            await _quietly(message.reject(requeue=False))
+            await _quietly(channel.basic_reject(tag, requeue=False, wait=False))
             return
         assert self._inbox is not None
         self._delivering = envelope.id
         try:
             await self._inbox.deliver(envelope)
         except Exception as exc:
-            await self._delivery_failed(message, envelope, exc)
+            await self._delivery_failed(channel, tag, envelope, exc)
             return
         finally:
             self._delivering = None
-        self._attempts.pop(envelope.id, None)
-        self._ack_pending.append(message)
-        if len(self._ack_pending) >= ACK_BATCH:
+        if self._attempts:
+            self._attempts.pop(envelope.id, None)
+        self._ack_channel = channel
+        tags = self._ack_tags
+        tags.append(tag)
+        if len(tags) >= ACK_BATCH:
             await self._flush_acks()
+        elif self._ack_timer is None:
+            # One timer per batch (cheaper than a timeout around every wait for the next delivery); what it queues
+            # comes after the deliveries already queued, so a busy worker fills the batch first.
+            self._ack_timer = asyncio.get_running_loop().call_later(
+                ACK_DELAY, self._incoming.put_nowait, _FLUSH_ACKS
+            )
 
-    async def _delivery_failed(self, message: AbstractIncomingMessage, envelope: Envelope, exc: Exception) -> None:
+    async def _delivery_failed(self, channel: RawChannel, tag: int, envelope: Envelope, exc: Exception) -> None:
         attempts = self._attempts.pop(envelope.id, 0) + 1
         if attempts >= MAX_DELIVERY_ATTEMPTS:
             log.error(
@@ -870,7 +1023,7 @@ class RabbitMQBackplane(Backplane):
                 exc_info=exc,
             )
             await self._flush_acks()
-            await _quietly(message.reject(requeue=False))
+            await _quietly(channel.basic_reject(tag, requeue=False, wait=False))
             return
         self._attempts[envelope.id] = attempts
         pause = min(_MAX_RETRY_PAUSE, _FIRST_RETRY_PAUSE * 2 ** (attempts - 1))
@@ -883,29 +1036,36 @@ class RabbitMQBackplane(Backplane):
             pause,
         )
         # Requeued later, off the worker: the pause must not hold up every other user's messages.
-        self._held_back.add(message)
-        self._spawn(self._requeue_later(message, pause))
+        held = (channel, tag)
+        self._held_back.add(held)
+        self._spawn(self._requeue_later(held, pause))
 
-    async def _requeue_later(self, message: AbstractIncomingMessage, pause: float) -> None:
+    async def _requeue_later(self, held: tuple[RawChannel, int], pause: float) -> None:
         try:
             await asyncio.sleep(pause)
-            await _quietly(message.nack(requeue=True))
+            channel, tag = held
+            await _quietly(channel.basic_nack(tag, requeue=True, wait=False))
         finally:
-            self._held_back.discard(message)
+            self._held_back.discard(held)
 
     async def _flush_acks(self) -> None:
         """Acknowledge every delivery handed to the inbox so far; with one frame unless some are held back."""
-        pending, self._ack_pending = self._ack_pending, []
-        if not pending:
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
+        tags, self._ack_tags = self._ack_tags, []
+        channel = self._ack_channel
+        if not tags or channel is None:
             return
         # If the channel died meanwhile, the broker has requeued these (or dropped them with the queue): either
-        # way they were delivered once already, and envelope ids let clients drop duplicates.
+        # way they were delivered once already, and envelope ids let clients drop duplicates. ``wait=False``: the
+        # frame only has to be queued for the connection's writer, not written yet (acks free prefetch slots).
         if self._held_back:
             # A multiple-ack would also settle the held-back deliveries, whose tags are lower.
-            for message in pending:
-                await _quietly(message.ack())
+            for tag in tags:
+                await _quietly(channel.basic_ack(tag, wait=False))
         else:
-            await _quietly(pending[-1].ack(multiple=True))
+            await _quietly(channel.basic_ack(tags[-1], multiple=True, wait=False))
 
     # -- reconnection ---------------------------------------------------------------------------------------
 

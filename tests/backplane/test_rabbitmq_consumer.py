@@ -1,0 +1,100 @@
+"""The RabbitMQ backplane's consumer of its node queue (raw aiormq): acks, and coming back after channel trouble."""
+
+from __future__ import annotations
+
+import pytest
+from aiormq.abc import AbstractChannel
+
+from app.backplane.rabbitmq import ACK_BATCH, RabbitMQBackplane
+from app.backplane.topology import Topology
+from app.core.envelope import Envelope
+
+from .conftest import BrokerAdmin, RabbitFactory, eventually, unique
+
+pytestmark = pytest.mark.rabbitmq
+
+
+def envelope(receiver: str, content: str) -> Envelope:
+    return Envelope.create("alice", receiver, content)
+
+
+async def consume_channel(node: RabbitMQBackplane) -> AbstractChannel:
+    assert node._consume_channel is not None
+    return await node._consume_channel.get_underlay_channel()
+
+
+async def test_a_short_batch_is_acknowledged_soon(
+    make_rabbit: RabbitFactory, admin: BrokerAdmin, topology: Topology
+) -> None:
+    node_id = unique("test")
+    node, inbox = await make_rabbit(node_id=node_id)
+    sender, _ = await make_rabbit()
+    await node.bind("ada")
+    count = ACK_BATCH // 2 + 3
+    for i in range(count):
+        await sender.publish(envelope("ada", f"m{i}"))
+    assert [e.content for e in await inbox.wait_for(count)] == [f"m{i}" for i in range(count)]
+
+    async def all_acknowledged() -> bool:
+        queue = await admin.queue(topology.node_queue_name(node_id))
+        return (
+            queue is not None
+            and queue.get("messages_unacknowledged") == 0
+            and queue.get("message_stats", {}).get("ack") == count
+        )
+
+    await eventually(all_acknowledged, what="every delivery to be acknowledged")
+
+
+async def test_the_consumer_comes_back_when_the_broker_closes_its_channel(make_rabbit: RabbitFactory) -> None:
+    node, inbox = await make_rabbit(reconnect_interval=0.2)
+    sender, _ = await make_rabbit()
+    await node.bind("bea")
+    await sender.publish(envelope("bea", "before"))
+    await inbox.wait_for(1)
+    old = await consume_channel(node)
+
+    # An unknown delivery tag is a channel error: the broker closes this channel alone, the connection stays.
+    await old.basic_ack(1_000_000)
+
+    async def reopened() -> bool:
+        channel = await consume_channel(node)
+        consumers = getattr(channel, "consumers", {})
+        return channel is not old and not channel.is_closed and node._consumer_tag in consumers
+
+    await eventually(reopened, what="the consume channel to be reopened with the consumer on it")
+    assert node.ready
+    await sender.publish(envelope("bea", "after"))
+
+    async def arrived() -> bool:
+        return "after" in inbox.contents()
+
+    await eventually(arrived, what="a delivery through the new consumer")
+    # "before" comes twice if its ack had not gone out when the channel closed (the broker requeued it); clients
+    # drop such duplicates by id.
+    assert list({e.id: e.content for e in inbox.envelopes}.values()) == ["before", "after"]
+
+
+async def test_a_deleted_node_queue_is_declared_again_with_its_bindings(
+    make_rabbit: RabbitFactory, admin: BrokerAdmin, topology: Topology
+) -> None:
+    """The broker cancels the consumer of a deleted queue. (Only the node's own connection can delete it: the
+    queue is exclusive, and the management API refuses.)"""
+    node_id = unique("test")
+    node, inbox = await make_rabbit(node_id=node_id)
+    sender, _ = await make_rabbit()
+    await node.bind("cy")
+    await sender.publish(envelope("cy", "before"))
+    await inbox.wait_for(1)
+
+    assert node._control_pool is not None
+    async with node._control_pool.lend() as raw:
+        await raw.queue_delete(topology.node_queue_name(node_id))
+
+    async def bound_again() -> bool:
+        return bool(await admin.binding_keys(topology.node_queue_name(node_id)))
+
+    await eventually(bound_again, what="the queue to be declared and bound again")
+    await sender.publish(envelope("cy", "after"))
+    received = await inbox.wait_for(2)
+    assert [e.content for e in received] == ["before", "after"]
