@@ -274,6 +274,8 @@ class Child:
         self.env = env
         self.log_path = log_path
         self.port = port
+        #: Where it runs: ``python -m app`` imports the ``app`` of this directory (``bench.ab`` points it elsewhere).
+        self.cwd = ROOT
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -292,7 +294,7 @@ class Child:
             env=self.env,
             stdout=logf,
             stderr=logf,
-            cwd=ROOT,
+            cwd=self.cwd,
             start_new_session=True,
             preexec_fn=child_setup,
         )
