@@ -34,7 +34,10 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
 PATHS: list[tuple[str, tuple[str, ...]]] = [
     ("AMQP socket writes (aiormq writer task)", ("Connection.__writer",)),
     ("AMQP socket reads + frame parsing (aiormq reader task)", ("Connection.__reader",)),
-    ("WebSocket writes (SockJS writer task)", ("_ws_writer", "WebSocketWriter.send_frame")),
+    (
+        "WebSocket writes (the manager's per-tick flush; the writer task before it)",
+        ("SessionManager._flush", "WebSocketReceiver.flush", "_ws_writer", "WebSocketWriter.send_frame"),
+    ),
     (
         "consume: deliver frame → DeliveredMessage → a task per delivery",
         # The last two: profiles of Warren before it consumed with aiormq directly.
@@ -50,7 +53,10 @@ PATHS: list[tuple[str, tuple[str, ...]]] = [
         "send: WebSocket message → STOMP SEND → hub.send → publish → confirm",
         ("StompConnection.on_text", "_on_send", "Hub.send", "RabbitMQBackplane.publish", "ConfirmingPublisher._write"),
     ),
-    ("WebSocket reads + SockJS decode", ("_run_websocket", "SockJSEndpoint._websocket", "web_ws.py")),
+    (
+        "WebSocket reads + SockJS decode",
+        ("SockJSEndpoint.websocket", "_run_websocket", "SockJSEndpoint._websocket", "web_ws.py"),
+    ),
     ("event loop: waiting in epoll", ("EpollSelector.select",)),
 ]
 

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import WSMsgType, web
+from aiohttp.abc import AbstractStreamWriter
 
 from ..auth.origins import origin_allowed
 from ..core.pacing import Pacer
@@ -55,13 +56,12 @@ from . import framing
 from .session import (
     HEARTBEAT_FRAME,
     FrameKind,
-    Pending,
-    Receiver,
     Session,
     SessionManager,
     SessionState,
     peer_gone,
 )
+from .websocket import WebSocketReceiver
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,8 @@ class SockJSEndpoint:
         router.add_route("*", prefix + "/info", self.info)
         router.add_route("GET", prefix + "/iframe{version:[-0-9a-z_.]*}.html", self.iframe)
         if self.options.websocket:
-            router.add_route("*", prefix + "/websocket", self.raw_websocket)
+            router.add_route("*", prefix + "/websocket", self.websocket)
+            router.add_route("*", prefix + "/{server}/{session}/websocket", self.websocket)
         router.add_route("*", prefix + "/{server}/{session}/{transport}", self.session_url)
 
     # -- static URLs ---------------------------------------------------------------------------------------------
@@ -243,10 +244,9 @@ class SockJSEndpoint:
         if "." in server or "." in session_id:
             raise web.HTTPNotFound()
         pacer = self.options.pacer
-        if pacer is not None and (transport == "websocket" or self.manager.get(session_id) is None):
+        if pacer is not None and self.manager.get(session_id) is None:
+            # Opening a session (the first poll) is set-up work (app.core.pacing); the WebSocket route paces its own.
             await pacer.turn()
-        if transport == "websocket" and self.options.websocket:
-            return await self._websocket(request, session_id)
         receiving = _RECEIVING.get(transport)
         method = receiving.method if receiving is not None else _SENDING.get(transport)
         if method is None:
@@ -339,7 +339,7 @@ class SockJSEndpoint:
                     return
                 data = kind.wrap(pending.text, callback)
                 await out.write(data)
-                self._written(session, pending, await_next_poll=not kind.streaming)
+                manager.written(session, pending, await_next_poll=not kind.streaming)
                 sent += len(data)
                 if pending.kind is FrameKind.CLOSE or not kind.streaming or sent >= self.options.response_limit:
                     return
@@ -356,53 +356,42 @@ class SockJSEndpoint:
         finally:
             manager.detach(session, receiver)
 
-    def _written(self, session: Session, pending: Pending, *, await_next_poll: bool = False) -> None:
-        session.commit(pending, await_next_poll=await_next_poll)
-        if pending.kind is FrameKind.CLOSE:
-            self.manager.end(session)
-
     # -- WebSocket ---------------------------------------------------------------------------------------------------
 
-    async def _websocket(self, request: web.Request, session_id: str) -> web.StreamResponse:
-        ws = await self._upgrade(request, heartbeat=None)
-        if not isinstance(ws, web.WebSocketResponse):
-            return ws
-        session = self.manager.create_unique(session_id, "websocket")
-        await self._run_websocket(request, ws, session, framed=True)
-        return ws
+    async def websocket(self, request: web.Request) -> web.StreamResponse:
+        """``/<server>/<session>/websocket`` (SockJS frames) and ``/websocket`` (raw: one WebSocket message per
+        SockJS message, no frames; aiohttp's pings keep it alive).
 
-    async def raw_websocket(self, request: web.Request) -> web.StreamResponse:
-        """``/websocket``: one WebSocket message per SockJS message, no frames (aiohttp pings keep it alive)."""
-        ws = await self._upgrade(request, heartbeat=self.manager.heartbeat_delay)
-        if not isinstance(ws, web.WebSocketResponse):
-            return ws
-        session = self.manager.create_unique(f"raw-{secrets.token_hex(6)}", "websocket-raw")
-        await self._run_websocket(request, ws, session, framed=False)
-        return ws
-
-    async def _upgrade(self, request: web.Request, *, heartbeat: float | None) -> web.StreamResponse:
-        if request.method != "GET":
-            return _method_not_allowed("GET")
-        # Browsers send Origin on every WebSocket handshake and no CORS applies to it: this check is the only one.
-        if not self.options.origins.allows(request):
-            return _forbidden()
-        ws = web.WebSocketResponse(max_msg_size=self.options.max_websocket_message, heartbeat=heartbeat)
-        if not ws.can_prepare(request).ok:
-            return web.Response(status=400, body=b"Not a valid websocket request", headers={"Content-Type": _TEXT})
-        await ws.prepare(request)
-        return ws
-
-    async def _run_websocket(
-        self, request: web.Request, ws: web.WebSocketResponse, session: Session, *, framed: bool
-    ) -> None:
+        One handler for both, routed directly rather than through ``session_url``: it stays suspended for the whole
+        life of the connection, and each coroutine frame between aiohttp and the receive loop is memory every idle
+        session holds.
+        """
+        framed = "session" in request.match_info
         manager = self.manager
-        receiver = manager.attach(session, request)
-        assert receiver is not None
-        writer: asyncio.Task[None] | None = None
+        if framed:
+            session_id = request.match_info["session"]
+            if "." in request.match_info["server"] or "." in session_id:
+                raise web.HTTPNotFound()
+            if self.options.pacer is not None:
+                # Opening a session is set-up work (app.core.pacing): a reconnect storm must not stall the loop.
+                await self.options.pacer.turn()
+        upgraded = await self._upgrade(request, heartbeat=None if framed else manager.heartbeat_delay)
+        if isinstance(upgraded, web.Response):
+            return upgraded
+        ws, writer = upgraded
+        if framed:
+            session = manager.create_unique(session_id, "websocket")
+        else:
+            session = manager.create_unique(f"raw-{secrets.token_hex(6)}", "websocket-raw")
+        receiver = WebSocketReceiver(request, manager, ws, writer, framed=framed)
         try:
             await manager.open(session, request)
-            writer = asyncio.create_task(self._ws_writer(ws, session, receiver, framed=framed))
-            async for message in ws:
+            # Attached once the open frame is queued: nothing the application queued while it opened the session
+            # may be written before that frame.
+            manager.attach(session, request, receiver)
+            while True:
+                # ws.receive() rather than ``async for``: one coroutine frame less per idle connection.
+                message = await ws.receive()
                 if message.type is not WSMsgType.TEXT:
                     break
                 if not message.data:
@@ -417,49 +406,37 @@ class SockJSEndpoint:
                 else:
                     messages = [message.data]
                 await manager.receive(session, messages)
+                # An idle connection keeps neither its last message nor its decoding while it waits for the next.
+                del message, messages
         finally:
             # A WebSocket session cannot be resumed: it ends with its connection, and the application hears of it
-            # before this handler returns (mail sent from now on finds the user gone, not a dead socket). The
-            # session is ended before any await here: with handler cancellation on, a closed connection can
-            # cancel this handler again while it cleans up.
-            if writer is not None:
-                writer.cancel()
-            manager.remove(session)
-            ended = manager.end(session)
-            if writer is not None:
-                await asyncio.gather(writer, return_exceptions=True)
+            # before this handler returns (mail sent from now on finds the user gone, not a dead socket); what was
+            # queued and not written is the application's (``take_undelivered``). The session is released before
+            # any await here: with handler cancellation on, a closed connection can cancel this handler again
+            # while it cleans up.
+            ended = manager.release(session, receiver)
             if not ws.closed:
                 await ws.close()
             await asyncio.shield(ended)
+        return ws
 
-    async def _ws_writer(
-        self, ws: web.WebSocketResponse, session: Session, receiver: Receiver, *, framed: bool
-    ) -> None:
-        try:
-            while session.is_receiver(receiver):
-                pending = session.next_frame()
-                if pending is None:
-                    if await session.wait_for_frames(self.manager.heartbeat_delay):
-                        continue
-                    if not framed:
-                        continue
-                    pending = HEARTBEAT_FRAME
-                if framed:
-                    await ws.send_str(pending.text)
-                elif pending.kind is FrameKind.MESSAGES:
-                    for text in session.peek_messages(pending.count):
-                        await ws.send_str(text)
-                self._written(session, pending)
-                if pending.kind is FrameKind.CLOSE:
-                    code, reason = session.close_reason
-                    if framed:
-                        await ws.close()
-                    else:
-                        await ws.close(code=code, message=reason.encode())
-                    return
-        except ConnectionError:
-            self.manager.interrupt(session)
-            await ws.close()
+    async def _upgrade(
+        self, request: web.Request, *, heartbeat: float | None
+    ) -> web.Response | tuple[web.WebSocketResponse, AbstractStreamWriter]:
+        if request.method != "GET":
+            return _method_not_allowed("GET")
+        # Browsers send Origin on every WebSocket handshake and no CORS applies to it: this check is the only one.
+        if not self.options.origins.allows(request):
+            return _forbidden()
+        # No permessage-deflate: WebSocketReceiver writes the frames itself (and compressing every small chat
+        # message cost more CPU than the bytes it saved).
+        ws = web.WebSocketResponse(
+            max_msg_size=self.options.max_websocket_message, heartbeat=heartbeat, compress=False
+        )
+        if not ws.can_prepare(request).ok:
+            return web.Response(status=400, body=b"Not a valid websocket request", headers={"Content-Type": _TEXT})
+        writer = await ws.prepare(request)
+        return ws, writer
 
     # -- helpers ---------------------------------------------------------------------------------------------------
 

@@ -26,6 +26,15 @@ guarantees:
 * **The application hears of the end exactly once** (``on_close``), and can take the messages that were queued
   but never written (``take_undelivered``) — for Warren, chat messages to hand back to the hub.
 * **The queue is measured** (``queued_bytes``): the application decides how much a slow client may hold.
+* **Pushed receivers cost no task and no timer.** A WebSocket is a ``PushReceiver``: nothing waits for its frames.
+  Queuing a frame marks the session, and one callback per loop tick (``loop.call_soon``, one per manager) writes
+  every marked session's frames, so what was queued in one tick leaves in one write. A session whose connection
+  holds more than its high-water mark of unsent bytes is skipped (its frames stay queued, counted by
+  ``queued_bytes``) and written again when that connection drained. SockJS heart-beats of pushed receivers come
+  from the manager's periodic sweep, not from a timer per session.
+* **Nothing waits without a reason.** The asyncio objects a waiter needs (``wait_for_frames``, ``wait_flushed``)
+  are made when someone waits, not per session: an idle session is a few plain objects, which keeps memory and
+  the work of the garbage collector's full collections proportional to what is actually happening.
 """
 
 from __future__ import annotations
@@ -33,18 +42,20 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections import deque
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
 from . import framing
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
-#: How often receiving requests are checked for a client that went away without the handler noticing.
+#: How often receiving requests are checked for a client that went away without the handler noticing (at most;
+#: the sweep also sends the heart-beats of pushed receivers, so it runs at least four times per heart-beat delay).
 SWEEP_INTERVAL = 1.0
 INTERRUPTED = (1002, "Connection interrupted")
 GO_AWAY = (3000, "Go away!")
@@ -87,16 +98,75 @@ def peer_gone(request: web.BaseRequest) -> bool:
 
 
 class Receiver:
-    """The request currently carrying a session; compared by identity, so a stale request knows it is stale."""
+    """The request currently carrying a session; compared by identity, so a stale request knows it is stale.
+
+    A plain ``Receiver`` is a request whose handler writes the session's frames itself, waiting for them with
+    ``Session.wait_for_frames`` (the HTTP transports).
+    """
 
     __slots__ = ("request",)
 
     def __init__(self, request: web.BaseRequest) -> None:
         self.request = request
 
+    def frames_ready(self, session: Session) -> None:
+        """Something was queued on ``session`` (its handler is woken by ``Session._wake``; nothing to do here)."""
+
+
+class PushReceiver(Receiver):
+    """A receiver whose frames are written from the event loop rather than by a task of its own (a WebSocket).
+
+    When frames are queued the manager calls ``flush`` in the next loop tick, once however many were queued; the
+    manager's sweep calls ``heartbeat`` when nothing was written for ``heartbeat_delay``. ``flush`` must write what
+    it can without waiting and ``commit`` only what it wrote.
+    """
+
+    __slots__ = ("last_write", "manager")
+
+    def __init__(self, request: web.BaseRequest, manager: SessionManager) -> None:
+        super().__init__(request)
+        self.manager = manager
+        #: ``time.monotonic()`` of the last write, for the heart-beat sweep.
+        self.last_write = time.monotonic()
+
+    def frames_ready(self, session: Session) -> None:
+        self.manager.schedule_flush(session)
+
+    def flush(self, session: Session) -> bool:
+        """Write the session's queued frames now. False when flow control holds the connection: nothing (more) was
+        written, and ``drained`` tells when to try again."""
+        raise NotImplementedError
+
+    def heartbeat(self, session: Session) -> None:
+        """Write a heart-beat if the connection can take one now (skipped otherwise: it carries nothing)."""
+        raise NotImplementedError
+
+    async def drained(self) -> None:
+        """Return once the connection's write buffer fell below its low-water mark (or the connection is gone)."""
+        raise NotImplementedError
+
 
 class Session:
     """One SockJS session: its state and the frames waiting for a receiving request."""
+
+    __slots__ = (
+        "_close",
+        "_ended",
+        "_expiry",
+        "_flushed",
+        "_in_flight",
+        "_messages",
+        "_open_pending",
+        "_queued",
+        "_sealed",
+        "_unflushed",
+        "_wakeup",
+        "addressable",
+        "id",
+        "receiver",
+        "state",
+        "transport_name",
+    )
 
     def __init__(self, session_id: str, transport_name: str) -> None:
         self.id = session_id
@@ -104,15 +174,19 @@ class Session:
         self.transport_name = transport_name
         self.state = SessionState.NEW
         self._open_pending = False
-        self._messages: deque[str] = deque()
+        # A list, not a deque: a transport takes the whole queue at once in the usual case, and an empty list is a
+        # tenth of an empty deque's size (most sessions are idle most of the time).
+        self._messages: list[str] = []
         #: Messages of the last polling answer, kept until the client's next poll shows it read them.
         self._in_flight: list[str] = []
         self._queued = 0
         self._close: tuple[int, str] | None = None
         self._sealed = False
-        self._wakeup = asyncio.Event()
-        self._flushed = asyncio.Event()
-        self._flushed.set()
+        #: True while queued frames (or the open or close frame) wait to be written: what ``wait_flushed`` waits
+        #: out. The events below exist only while somebody waits.
+        self._unflushed = False
+        self._flushed: asyncio.Event | None = None
+        self._wakeup: asyncio.Future[None] | None = None
         self.receiver: Receiver | None = None
         #: False for WebSocket sessions: no session URL reaches them.
         self.addressable = True
@@ -135,8 +209,8 @@ class Session:
             return False
         self._messages.append(message)
         self._queued += len(message)
-        self._flushed.clear()
-        self._wakeup.set()
+        self._unflushed = True
+        self._wake()
         return True
 
     def queued_bytes(self) -> int:
@@ -149,8 +223,8 @@ class Session:
             return
         self.state = SessionState.CLOSING
         self._close = (code, reason)
-        self._flushed.clear()
-        self._wakeup.set()
+        self._unflushed = True
+        self._wake()
 
     def peek_messages(self, count: int) -> list[str]:
         """The first ``count`` queued messages, left in the queue (a raw WebSocket writes them one by one)."""
@@ -168,9 +242,9 @@ class Session:
         Meant for ``on_close``: the session has ended, so nothing queued can reach the client any more.
         """
         self._sealed = True
-        messages = self._in_flight + list(self._messages)
+        messages = self._in_flight + self._messages
         self._in_flight = []
-        self._messages.clear()
+        self._messages = []
         self._queued = 0
         return messages
 
@@ -204,13 +278,16 @@ class Session:
         if pending.kind is FrameKind.OPEN:
             self._open_pending = False
         elif pending.kind is FrameKind.MESSAGES:
-            for _ in range(pending.count):
-                message = self._messages.popleft()
-                self._queued -= len(message)
-                if await_next_poll:
-                    self._in_flight.append(message)
+            if pending.count == len(self._messages):
+                taken, self._messages = self._messages, []
+            else:
+                taken = self._messages[: pending.count]
+                del self._messages[: pending.count]
+            self._queued -= sum(map(len, taken))
+            if await_next_poll:
+                self._in_flight.extend(taken)
         if not self._open_pending and not self._messages:
-            self._flushed.set()
+            self._set_flushed()
 
     def polled(self) -> None:
         """A new receiving request arrived: the client handled everything written before it."""
@@ -220,21 +297,43 @@ class Session:
         return self.receiver is receiver
 
     async def wait_for_frames(self, timeout: float) -> bool:
-        """Wait until something may be ready to write (or the receiver changed); False after ``timeout``."""
-        self._wakeup.clear()
+        """Wait until something may be ready to write (or the receiver changed); False after ``timeout``.
+
+        For receivers that write from their own handler (HTTP); one waiter at a time, as there is one receiver.
+        """
+        waiter = self._wakeup = asyncio.get_running_loop().create_future()
         try:
             async with asyncio.timeout(timeout):
-                await self._wakeup.wait()
+                await waiter
         except TimeoutError:
             return False
+        finally:
+            if self._wakeup is waiter:
+                self._wakeup = None
         return True
 
     async def wait_flushed(self) -> None:
         """Wait until everything queued so far (and the close frame, if any) was written."""
+        if not self._unflushed:
+            return
+        if self._flushed is None:
+            self._flushed = asyncio.Event()
         await self._flushed.wait()
 
+    def _set_flushed(self) -> None:
+        self._unflushed = False
+        if self._flushed is not None:
+            # Wakes every waiter; the next one to wait gets a new event.
+            self._flushed.set()
+            self._flushed = None
+
     def _wake(self) -> None:
-        self._wakeup.set()
+        """Frames may be ready, or the session ended: tell whoever writes them."""
+        waiter = self._wakeup
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if self.receiver is not None:
+            self.receiver.frames_ready(self)
 
 
 class SessionManager:
@@ -256,8 +355,14 @@ class SessionManager:
         self.session_factory = session_factory
         self.sessions: dict[str, Session] = {}
         self._unique = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
+        #: Sessions of pushed receivers with frames to write, in the order they became ready (a dict as an ordered
+        #: set), and the one callback that writes them.
+        self._to_flush: dict[Session, None] = {}
+        self._flush_handle: asyncio.Handle | None = None
+        #: Sessions whose connection is over its high-water mark, with the task waiting for it to drain.
+        self._held: dict[Session, asyncio.Task[None]] = {}
 
     # -- application hooks -------------------------------------------------------------------------------------
 
@@ -284,8 +389,10 @@ class SessionManager:
         session.addressable = addressable
         self.sessions[session_id] = session
         self._ensure_sweeper()
-        # Expires unless a request attaches: a client that vanished before that must not leave it behind.
-        self._schedule_expiry(session)
+        if addressable:
+            # Expires unless a request attaches: a client that vanished before that must not leave it behind.
+            # (A WebSocket's handler attaches at once and releases the session when it returns, whatever happens.)
+            self._schedule_expiry(session)
         return session
 
     def create_unique(self, session_id: str, transport_name: str) -> Session:
@@ -304,15 +411,20 @@ class SessionManager:
 
     # -- receivers ---------------------------------------------------------------------------------------------
 
-    def attach(self, session: Session, request: web.BaseRequest) -> Receiver | None:
-        """Make ``request`` the session's receiver; None if another live request already is."""
+    def attach(
+        self, session: Session, request: web.BaseRequest, receiver: Receiver | None = None
+    ) -> Receiver | None:
+        """Make ``request`` the session's receiver (``receiver``, by default a plain one); None if another live
+        request already is."""
         if session.receiver is not None:
             return None
         if session._expiry is not None:
             session._expiry.cancel()
             session._expiry = None
-        session.receiver = Receiver(request)
+        session.receiver = receiver or Receiver(request)
         session.polled()
+        # A pushed receiver writes what is already queued (the open frame, at least) without waiting for more.
+        session._wake()
         return session.receiver
 
     def receiver_gone(self, session: Session) -> bool:
@@ -326,6 +438,62 @@ class SessionManager:
         session.receiver = None
         self._schedule_expiry(session)
 
+    def release(self, session: Session, receiver: Receiver) -> asyncio.Task[None]:
+        """``receiver``'s connection ended and the session cannot be resumed (a WebSocket): nothing more is written
+        to it, the session is forgotten and ends; returns the task in which the application hears of it."""
+        if session.receiver is receiver:
+            session.receiver = None
+        self._to_flush.pop(session, None)
+        held = self._held.pop(session, None)
+        if held is not None:
+            held.cancel()
+        self.remove(session)
+        return self.end(session)
+
+    def written(self, session: Session, pending: Pending, *, await_next_poll: bool = False) -> None:
+        """A receiver wrote ``pending``: take it off the queue; a close frame ends the session."""
+        session.commit(pending, await_next_poll=await_next_poll)
+        if pending.kind is FrameKind.CLOSE:
+            self.end(session)
+
+    # -- pushed receivers -----------------------------------------------------------------------------------------
+
+    def schedule_flush(self, session: Session) -> None:
+        """Write ``session``'s frames in the next loop tick, with those of every other session that gets some
+        before then. A session held by flow control is written when its connection drains instead."""
+        if session in self._held or session in self._to_flush:
+            return
+        self._to_flush[session] = None
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        sessions, self._to_flush = self._to_flush, {}
+        for session in sessions:
+            receiver = session.receiver
+            if not isinstance(receiver, PushReceiver):
+                continue  # released meanwhile
+            try:
+                if receiver.flush(session):
+                    continue
+            except Exception:
+                log.exception("SockJS session %s: writing its frames failed", session.id)
+                self.interrupt(session)
+                continue
+            self._held[session] = self.spawn(self._flush_when_drained(session, receiver))
+
+    async def _flush_when_drained(self, session: Session, receiver: PushReceiver) -> None:
+        try:
+            await receiver.drained()
+        except ConnectionError:
+            pass  # the flush finds the connection closed and interrupts the session
+        finally:
+            if self._held.get(session) is asyncio.current_task():
+                del self._held[session]
+        if session.receiver is receiver:
+            self.schedule_flush(session)
+
     async def open(self, session: Session, request: web.Request) -> None:
         """First receiving request of a new session: call ``on_open``, then queue the open frame."""
         if session.state is not SessionState.NEW:
@@ -337,7 +505,7 @@ class SessionManager:
             log.exception("SockJS session %s: the open handler failed", session.id)
             session.close(3000, "Internal error")
         session._open_pending = True
-        session._flushed.clear()
+        session._unflushed = True
         session._wake()
 
     async def receive(self, session: Session, messages: list[str]) -> None:
@@ -365,9 +533,9 @@ class SessionManager:
         if session._ended is not None:
             return session._ended
         session.state = SessionState.CLOSED
-        session._flushed.set()
+        session._set_flushed()
         session._wake()
-        session._ended = self._spawn(self._notify_close(session))
+        session._ended = self.spawn(self._notify_close(session))
         return session._ended
 
     def interrupt(self, session: Session) -> asyncio.Task[None]:
@@ -390,6 +558,8 @@ class SessionManager:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        for held in self._held.values():
+            held.cancel()
         await self.end_all()
         for session in list(self.sessions.values()):
             self.remove(session)
@@ -422,16 +592,39 @@ class SessionManager:
         if self._sweeper is None or self._sweeper.done():
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
+    @property
+    def sweep_interval(self) -> float:
+        """Seconds between two sweeps: ``SWEEP_INTERVAL``, or a quarter of the heart-beat delay if that is shorter
+        (a heart-beat leaves between ``heartbeat_delay`` and ``heartbeat_delay`` plus this after the last write)."""
+        return max(0.01, min(SWEEP_INTERVAL, self.heartbeat_delay / 4))
+
     async def _sweep(self) -> None:
         # A periodic check rather than an event: aiohttp offers no callback for "this request's client went
-        # away" unless handler cancellation is on. One pass is a dictionary walk; nothing is written.
+        # away" unless handler cancellation is on. One pass is a dictionary walk; only heart-beats are written.
         while True:
-            await asyncio.sleep(SWEEP_INTERVAL)
-            for session in list(self.sessions.values()):
-                if not session.ended and self.receiver_gone(session):
-                    self.interrupt(session)
+            await asyncio.sleep(self.sweep_interval)
+            self.sweep()
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    def sweep(self) -> None:
+        """Interrupt sessions whose receiving request lost its client; heart-beat idle pushed receivers."""
+        quiet_since = time.monotonic() - self.heartbeat_delay
+        for session in list(self.sessions.values()):
+            if session.ended:
+                continue
+            if self.receiver_gone(session):
+                self.interrupt(session)
+                continue
+            receiver = session.receiver
+            if (
+                isinstance(receiver, PushReceiver)
+                and receiver.last_write <= quiet_since
+                and session not in self._held
+                and session not in self._to_flush
+            ):
+                receiver.heartbeat(session)
+
+    def spawn(self, coroutine: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
+        """Run ``coroutine`` in a task the manager keeps until it is done (``stop`` waits for it)."""
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -54,6 +54,8 @@ CLOSE_FLUSH_SECONDS = 1.0
 class WarrenSession(Session):
     """A SockJS session carrying one STOMP connection; it is that connection's ``Wire``."""
 
+    __slots__ = ("stomp",)
+
     def __init__(self, session_id: str, transport_name: str) -> None:
         super().__init__(session_id, transport_name)
         self.stomp: StompConnection | None = None
