@@ -86,6 +86,9 @@ def encode(command: str, headers: dict[str, str], body: bytes = b"", *, version:
 class FrameParser:
     """Incremental parser; feed it bytes, get whole frames."""
 
+    # One per connection: no instance dictionary.
+    __slots__ = ("_buffer", "heartbeats", "limits", "version")
+
     def __init__(self, limits: Limits | None = None) -> None:
         self.limits = limits or Limits()
         self.version = "1.0"

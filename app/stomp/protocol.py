@@ -86,7 +86,7 @@ class Wire(Protocol):
     def close(self, code: int, reason: str) -> None: ...
 
 
-@dataclass
+@dataclass(slots=True)
 class _Subscription:
     id: str
     channel: Channel
@@ -95,7 +95,35 @@ class _Subscription:
 
 
 class StompConnection:
-    """Implements the core's ``Subscriber`` for one client."""
+    """Implements the core's ``Subscriber`` for one client.
+
+    An idle connection holds no asyncio objects: the lock that keeps overlapping requests' frames in order and the
+    event a mailbox drain waits on are made when they are first needed (most connections never need the lock: a
+    WebSocket hands over its messages one at a time).
+    """
+
+    __slots__ = (
+        "_busy",
+        "_closed",
+        "_last_received",
+        "_last_sent",
+        "_lock",
+        "_online",
+        "_parser",
+        "_progress",
+        "_receive_timeout",
+        "_send_bucket",
+        "_send_buffer_bytes",
+        "_send_interval",
+        "_subscriptions",
+        "_timer",
+        "_user",
+        "hub",
+        "session_id",
+        "transport",
+        "version",
+        "wire",
+    )
 
     def __init__(
         self,
@@ -118,14 +146,17 @@ class StompConnection:
         self._subscriptions: dict[str, _Subscription] = {}
         self._online = False
         self._closed = False
-        self._lock = asyncio.Lock()
+        #: True while frames of this connection are handled; ``_lock`` exists from the first overlap on.
+        self._busy = False
+        self._lock: asyncio.Lock | None = None
         self._send_interval = 0.0
         self._receive_timeout = 0.0
         self._last_sent = time.monotonic()
         self._last_received = time.monotonic()
         self._timer: asyncio.TimerHandle | None = None
-        #: Set when an ACK arrives or the connection closes: what a drain waiting on this client waits for.
-        self._progress = asyncio.Event()
+        #: Set when an ACK arrives or the connection closes: what a drain waiting on this client waits for. Made
+        #: by the first waiter (``_progress_event``).
+        self._progress: asyncio.Event | None = None
         rate, burst = hub.connection_message_rate, hub.connection_message_burst
         self._send_bucket = TokenBucket(rate, burst) if rate > 0 else None
 
@@ -174,8 +205,7 @@ class StompConnection:
                 while not self._closed and any(
                     len(s.unacked) > MAX_UNACKED // 2 for s in self._subscriptions.values()
                 ):
-                    self._progress.clear()
-                    await self._progress.wait()
+                    await self._progress_event().wait()
         except TimeoutError:
             self._fail(CloseCode.SLOW_CONSUMER, "slow-consumer", f"no progress for {SEND_TIME_LIMIT:g} s")
 
@@ -183,8 +213,8 @@ class StompConnection:
         done = asyncio.ensure_future(waiting)
         gone = None
         if not self._closed:
-            self._progress.clear()  # an old ACK must not end the wait; a close (or a new ACK) does
-            gone = asyncio.ensure_future(self._progress.wait())
+            # A fresh event: an old ACK must not end the wait; a close (or a new ACK) does.
+            gone = asyncio.ensure_future(self._progress_event().wait())
         try:
             await asyncio.wait([f for f in (done, gone) if f is not None], return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -218,15 +248,35 @@ class StompConnection:
         except FrameError as exc:
             self._fail(CloseCode.PROTOCOL_ERROR, "malformed-frame", str(exc))
             return
-        async with self._lock:
-            for frame in frames:
-                if self._closed:
-                    return
+        lock = self._lock
+        if lock is None:
+            if not self._busy:
+                # The usual case: nothing else of this connection is being handled, so no lock is needed.
+                self._busy = True
                 try:
-                    await self._handle(frame)
-                except FrameError as exc:
-                    self._fail(CloseCode.PROTOCOL_ERROR, "protocol-error", str(exc), frame)
-                    return
+                    await self._handle_all(frames)
+                finally:
+                    self._busy = False
+                    if self._lock is not None:
+                        self._lock.release()  # taken on this call's behalf when another one arrived meanwhile
+                return
+            # Another request of this session is handling its frames (HTTP sends can overlap): from now on a lock
+            # keeps them in order. It is taken on behalf of the running call (a new lock: this never waits), which
+            # releases it when done.
+            lock = self._lock = asyncio.Lock()
+            await lock.acquire()
+        async with lock:
+            await self._handle_all(frames)
+
+    async def _handle_all(self, frames: list[Frame]) -> None:
+        for frame in frames:
+            if self._closed:
+                return
+            try:
+                await self._handle(frame)
+            except FrameError as exc:
+                self._fail(CloseCode.PROTOCOL_ERROR, "protocol-error", str(exc), frame)
+                return
 
     async def on_close(self) -> None:
         """The session is gone: leave the hub (unacknowledged mail goes back to the mailbox)."""
@@ -234,7 +284,7 @@ class StompConnection:
             self._timer.cancel()
             self._timer = None
         was_closed, self._closed = self._closed, True
-        self._progress.set()  # wakes a drain waiting on this connection
+        self._signal_progress()  # wakes a drain waiting on this connection
         if self._online:
             self._online = False
             try:
@@ -373,7 +423,7 @@ class StompConnection:
 
     async def _on_ack(self, frame: Frame) -> None:
         self._settle(frame)
-        self._progress.set()
+        self._signal_progress()
         self._receipt(frame)
 
     async def _on_nack(self, frame: Frame) -> None:
@@ -462,7 +512,7 @@ class StompConnection:
             headers["receipt-id"] = receipt
         self._write(encode("ERROR", headers, detail.encode(), version=self.version or "1.2"))
         self._closed = True
-        self._progress.set()
+        self._signal_progress()
         self.wire.close(int(code), reason)
         if self._online:
             # Stop deliveries and queue what the client did not get now, in order; unbind from a task, since
@@ -475,6 +525,17 @@ class StompConnection:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def _progress_event(self) -> asyncio.Event:
+        """The event the next progress sets, not set yet (shared by everyone waiting now)."""
+        if self._progress is None or self._progress.is_set():
+            self._progress = asyncio.Event()
+        return self._progress
+
+    def _signal_progress(self) -> None:
+        if self._progress is not None:
+            self._progress.set()
+            self._progress = None  # its waiters hold it; the next one makes a new one
 
     def _write(self, text: str) -> bool:
         self._last_sent = time.monotonic()
