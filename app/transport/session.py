@@ -177,8 +177,9 @@ class Session:
         # A list, not a deque: a transport takes the whole queue at once in the usual case, and an empty list is a
         # tenth of an empty deque's size (most sessions are idle most of the time).
         self._messages: list[str] = []
-        #: Messages of the last polling answer, kept until the client's next poll shows it read them.
-        self._in_flight: list[str] = []
+        #: Messages of the last polling answer, kept until the client's next poll shows it read them (None: none;
+        #: WebSocket sessions never have any).
+        self._in_flight: list[str] | None = None
         self._queued = 0
         self._close: tuple[int, str] | None = None
         self._sealed = False
@@ -242,8 +243,8 @@ class Session:
         Meant for ``on_close``: the session has ended, so nothing queued can reach the client any more.
         """
         self._sealed = True
-        messages = self._in_flight + self._messages
-        self._in_flight = []
+        messages = (self._in_flight or []) + self._messages
+        self._in_flight = None
         self._messages = []
         self._queued = 0
         return messages
@@ -285,13 +286,15 @@ class Session:
                 del self._messages[: pending.count]
             self._queued -= sum(map(len, taken))
             if await_next_poll:
+                if self._in_flight is None:
+                    self._in_flight = []
                 self._in_flight.extend(taken)
         if not self._open_pending and not self._messages:
             self._set_flushed()
 
     def polled(self) -> None:
         """A new receiving request arrived: the client handled everything written before it."""
-        self._in_flight = []
+        self._in_flight = None
 
     def is_receiver(self, receiver: Receiver) -> bool:
         return self.receiver is receiver
