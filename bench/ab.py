@@ -7,7 +7,11 @@ nodes import the ``app`` of its own directory. Figures, per side:
 * **Idle sessions**: one node, ``--sessions`` authenticated WebSocket sessions (cookie, SockJS, CONNECT,
   SUBSCRIBE, bound on the broker). Per session: RSS, and the GC-tracked objects by type (``gc.get_objects()``
   before and after, read through ``GET /_bench/gc``, which only these nodes have); with the sessions open, the
-  time of a full collection (``gc.collect()``, median of 5): the pause every session's objects add to.
+  CPU time of a full collection (``gc.collect()``, median of 5): the pause every session's objects add to.
+* **CPU per pushed message** (``push``): the WebSocket write path alone. A server of the side's ``app.transport``
+  (no STOMP, no broker) pushes ``--push-messages`` messages of 200 bytes to each of ``--push-sessions`` SockJS
+  WebSocket sessions, one ``Session.send`` per session per loop tick (as deliveries arrive); its utime + stime
+  divided by the messages, the two sides alternating.
 * **CPU per delivered message**: 2 nodes, ``--clients`` clients sending to a user on the other node (the chat
   bench's set-up), closed loop at saturation and open loop at ``--rate``; utime + stime of both nodes over the
   measured window divided by the messages delivered in it. The runs of the two sides alternate (rotating who goes
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -26,7 +31,7 @@ from typing import Any
 
 import aiohttp
 
-from .common import ROOT, Child, cookies_for, log, raise_nofile, rss_bytes, warren_node
+from .common import ROOT, Child, cookies_for, cpu_seconds, free_port, log, raise_nofile, rss_bytes, warren_node
 from .runner import Context, loadgen
 from .scenarios import Params, System, _wait_bound, paced, saturate, stop_system
 
@@ -46,9 +51,10 @@ async def gc_report(_request):
     counts = Counter(type(o).__qualname__ for o in gc.get_objects())
     pauses = []
     for _ in range(5):
-        started = time.perf_counter()
+        # CPU time, not wall time: on a shared machine the process may be descheduled in the middle.
+        started = time.process_time()
         gc.collect()
-        pauses.append((time.perf_counter() - started) * 1000)
+        pauses.append((time.process_time() - started) * 1000)
     body = {"counts": dict(counts), "total": sum(counts.values()), "collect_ms": statistics.median(pauses)}
     return web.json_response(body)
 
@@ -62,6 +68,44 @@ def create_app_with_report(*args, **kwargs):
 app.server.create_app = create_app_with_report
 sys.argv = ["app"]
 runpy.run_module("app", run_name="__main__", alter_sys=True)
+"""
+
+
+#: The ``push`` server: ``app.transport`` with a service that sends N messages when a client asks with "N".
+PUSH_CODE = """
+import asyncio, os
+import uvloop
+from aiohttp import web
+from app.transport.endpoint import EndpointOptions, OriginPolicy, SockJSEndpoint
+from app.transport.session import SessionManager
+
+BODY = "x" * 200
+
+class Pusher(SessionManager):
+    async def on_message(self, session, message):
+        count = int(message)
+        if count < 0:
+            # The same loop without the messages (what the figure subtracts), then one to say it is done.
+            for _ in range(-count):
+                await asyncio.sleep(0)
+            session.send(BODY)
+            return
+        for _ in range(count):
+            if not session.send(BODY):
+                return
+            await asyncio.sleep(0)
+
+async def healthz(_request):
+    return web.Response(text="ok")
+
+app = web.Application()
+manager = Pusher(heartbeat_delay=25.0, disconnect_delay=5.0)
+options = EndpointOptions(sockjs_client_url="/sockjs.js", origins=OriginPolicy(any_origin=True))
+SockJSEndpoint(manager, options).add_routes(app.router, "/push")
+app.router.add_get("/healthz", healthz)
+app.on_cleanup.append(manager.stop)
+uvloop.install()
+web.run_app(app, host="127.0.0.1", port=int(os.environ["PORT"]), print=None, access_log=None)
 """
 
 
@@ -131,6 +175,79 @@ async def idle(ctx: Context, side: str, root: Path, n: int) -> dict[str, Any]:
         f"full collection {result['full_collection_ms']:.1f} ms with {connected} sessions ({bound} bound)"
     )
     return result
+
+
+# -- CPU per pushed message -----------------------------------------------------------------------------------
+
+
+async def _push_round(url: str, sessions: int, messages: int, pid: int, *, idle: bool = False) -> float:
+    """Server CPU seconds while ``sessions`` WebSocket sessions each receive ``messages`` pushed messages (``idle``:
+    the server goes through the same loop ticks without sending, then sends one)."""
+
+    async def one(http: aiohttp.ClientSession, index: int) -> None:
+        async with http.ws_connect(f"{url}/push/000/s{index}/websocket", max_msg_size=0) as ws:
+            opening = await ws.receive_str(timeout=30)
+            assert opening == "o", opening
+            await ready.wait()
+            await ws.send_str(json.dumps([str(-messages if idle else messages)]))
+            received = 0
+            while received < (1 if idle else messages):
+                frame = await ws.receive_str(timeout=60)
+                if frame.startswith("a"):
+                    received += len(json.loads(frame[1:]))
+            opened.append(index)
+
+    ready = asyncio.Event()
+    opened: list[int] = []
+    async with aiohttp.ClientSession() as http:
+        clients = [asyncio.create_task(one(http, i)) for i in range(sessions)]
+        await asyncio.sleep(1.0)
+        before = cpu_seconds(pid)
+        ready.set()
+        await asyncio.gather(*clients)
+        used = cpu_seconds(pid) - before
+    assert len(opened) == sessions
+    return used
+
+
+async def push(ctx: Context, sides: dict[str, Path], sessions: int, messages: int, reps: int) -> dict[str, Any]:
+    servers: dict[str, Child] = {}
+    figures: dict[str, list[float]] = {side: [] for side in sides}
+    net: dict[str, list[float]] = {side: [] for side in sides}
+    try:
+        for side, root in sides.items():
+            port = free_port()
+            child = Child(
+                f"push:{side}",
+                [sys.executable, "-c", PUSH_CODE],
+                dict(os.environ, PORT=str(port), PYTHONUNBUFFERED="1"),
+                ctx.workdir / f"push-{side}.log",
+                port,
+            )
+            child.cwd = root
+            servers[side] = ctx.track_child(child)
+            await child.start("/healthz")
+        names = list(sides)
+        for rep in range(reps):
+            order = names[rep % len(names) :] + names[: rep % len(names)]
+            for side in order:
+                server = servers[side]
+                url = server.url.replace("http", "ws", 1)
+                used = await _push_round(url, sessions, messages, server.pid)
+                idle = await _push_round(url, sessions, messages, server.pid, idle=True)
+                figures[side].append(used / (sessions * messages) * 1e6)
+                net[side].append((used - idle) / (sessions * messages) * 1e6)
+                log(
+                    f"push {side} rep {rep + 1}: {figures[side][-1]:.1f} µs of server CPU per pushed message, "
+                    f"{net[side][-1]:.1f} µs more than the same loop without sending"
+                )
+    finally:
+        for server in servers.values():
+            await server.stop()
+    return {
+        side: {"us_per_msg": _spread(values), "us_per_msg_over_idle_loop": _spread(net[side])}
+        for side, values in figures.items()
+    }
 
 
 # -- CPU per message ------------------------------------------------------------------------------------------
@@ -212,6 +329,8 @@ async def run(args: argparse.Namespace, sides: dict[str, Path]) -> dict[str, Any
         ctx.prepare_users({"c": p.chat_clients, "m": args.sessions})
         if "idle" in args.only:
             results["idle"] = {side: await idle(ctx, side, root, args.sessions) for side, root in sides.items()}
+        if "push" in args.only:
+            results["push"] = await push(ctx, sides, args.push_sessions, args.push_messages, args.reps)
         if "cpu" in args.only:
             results["cpu"] = await cpu(ctx, sides, p, args.rate)
     finally:
@@ -222,7 +341,9 @@ async def run(args: argparse.Namespace, sides: dict[str, Path]) -> dict[str, Any
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__.split("\n")[0])
     parser.add_argument("--base", type=Path, required=True, help="the other checkout (its app/ is side 'base')")
-    parser.add_argument("--only", default="idle,cpu", help="idle and/or cpu")
+    parser.add_argument("--only", default="idle,push,cpu", help="idle, push and/or cpu")
+    parser.add_argument("--push-sessions", type=int, default=100)
+    parser.add_argument("--push-messages", type=int, default=1000)
     parser.add_argument("--sessions", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--reps", type=int, default=3)
@@ -243,6 +364,8 @@ def main() -> int:
             f"full gc {idle_figures['full_collection_ms']:.1f} ms at {idle_figures['sessions']} sessions"
         )
         print("   " + ", ".join(f"{name} {count:.2f}" for name, count in top))
+    for side, push_figures in results.get("push", {}).items():
+        print(side, "push", json.dumps(push_figures))
     for side, cpu_figures in results.get("cpu", {}).items():
         print(side, json.dumps(cpu_figures))
     return 0
