@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from aiohttp import web
-from aiohttp_session import Session, get_session, new_session, session_middleware
+from aiohttp_session import SESSION_KEY, Session, get_session, new_session, session_middleware
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 from cryptography.fernet import Fernet, MultiFernet
 
@@ -60,6 +60,12 @@ async def start_session(request: web.Request, user: str, generation: int) -> Non
 async def end_session(request: web.Request) -> None:
     session = await get_session(request)
     session.invalidate()
+
+
+def forget_session(request: web.Request) -> None:
+    """Drop the session aiohttp-session keeps on ``request`` once read (nothing is saved: only for requests that
+    did not change it). A WebSocket's request lives as long as its connection, and would hold it all that time."""
+    request.pop(SESSION_KEY, None)
 
 
 async def session_user(request: web.Request, directory: UserDirectory) -> str | None:

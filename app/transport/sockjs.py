@@ -31,7 +31,7 @@ import logging
 
 from aiohttp import web
 
-from ..auth.sessions import session_user
+from ..auth.sessions import forget_session, session_user
 from ..auth.users import UserDirectory
 from ..config import Settings
 from ..core.envelope import Envelope
@@ -97,6 +97,9 @@ class WarrenSessionManager(SessionManager):
             session.close(CloseCode.SHUTTING_DOWN, "server shutting down, reconnect")
             return
         user = await session_user(request, self.directory)
+        # Read once, when the session opens: a WebSocket's request would otherwise hold the decoded cookie
+        # session for the life of the connection.
+        forget_session(request)
         session.stomp = StompConnection(
             self.hub,
             user,
