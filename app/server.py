@@ -112,6 +112,10 @@ def _file_handler(path: Path) -> Callable[[web.Request], Awaitable[web.StreamRes
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    if response.status == 101:
+        # A WebSocket upgrade: no document for these to protect, and the response keeps its headers for as long
+        # as the connection lasts.
+        return
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "same-origin")
     # SockJS iframe transports frame pages of this origin only.
