@@ -10,6 +10,9 @@ browsers. This package passes 68 of 69 (the last one is hixie-76, see ``endpoint
   a refused second receiver changes nothing; aborted requests end the session at once (aiohttp ≥ 3.9 no longer
   cancels handlers); released sessions expire; the application hears of the end once, with what was never
   delivered.
+* ``websocket`` — a WebSocket session's frames are written from the event loop (one flush per loop tick for every
+  session with output, flow control by the transport's high-water mark), not by a writer task per session; its
+  heart-beats come from the manager's sweep.
 * ``endpoint`` — every URL of the protocol: CORS and preflight, the origin allow-list on ``/info``, every transport
   and the WebSocket upgrade, ``JSESSIONID`` with SameSite/Secure, strict ``xhr_send``/``jsonp_send`` input,
   callback validation, the iframe page from this server with a correct ETag.
