@@ -42,9 +42,16 @@ def _escape(match: re.Match[str]) -> str:
     return f"\\u{ord(match.group()):04x}"
 
 
+#: One encoder for every frame (``json.dumps`` with options builds a new one per call).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def dumps(value: object) -> str:
     """Compact JSON with the SockJS server escapes."""
-    return _SERVER_ESCAPABLE.sub(_escape, json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+    text = _ENCODER.encode(value)
+    # Everything the server escapes is outside ASCII, and ``isascii`` reads a flag of the string: most frames skip
+    # the scan.
+    return text if text.isascii() else _SERVER_ESCAPABLE.sub(_escape, text)
 
 
 def close_frame(code: int, reason: str) -> str:
