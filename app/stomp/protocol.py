@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import itertools
 import json
 import logging
@@ -141,7 +142,7 @@ class StompConnection:
         self.transport = transport
         self.session_id = f"{next(_connection_ids):x}"
         self.version: str | None = None
-        self._parser = FrameParser(Limits(max_body=max_frame_body))
+        self._parser = FrameParser(_limits(max_frame_body))
         self._send_buffer_bytes = send_buffer_bytes
         self._subscriptions: dict[str, _Subscription] = {}
         self._online = False
@@ -555,6 +556,12 @@ class StompConnection:
         if self._send_interval and now - self._last_sent >= self._send_interval * 0.9:
             self._write("\n")
         self._arm_timer()
+
+
+@functools.lru_cache(maxsize=4)
+def _limits(max_body: int) -> Limits:
+    """The parser limits, one object for every connection with the same bound (they are immutable)."""
+    return Limits(max_body=max_body)
 
 
 def _parse_heartbeat(value: str | None) -> tuple[int, int]:
