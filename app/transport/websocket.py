@@ -40,7 +40,8 @@ _FIN_TEXT = 0x81
 _SHORT = struct.Struct("!BB")
 _MEDIUM = struct.Struct("!BBH")
 _LONG = struct.Struct("!BBQ")
-#: Payloads from this size on are written apart from their header instead of being copied behind it.
+#: Payloads from this size on are handed to the transport beside their header (``writelines``: one system call on
+#: uvloop) instead of being copied behind it.
 _SEPARATE_WRITE = 16 * 1024
 
 
@@ -107,8 +108,7 @@ class WebSocketReceiver(PushReceiver):
             if self.framed:
                 data = pending.text.encode()
                 if len(data) >= _SEPARATE_WRITE:
-                    transport.write(text_frame_header(len(data)))
-                    transport.write(data)
+                    transport.writelines((text_frame_header(len(data)), data))
                 else:
                     transport.write(text_frame(data))
             elif pending.kind is FrameKind.MESSAGES:
