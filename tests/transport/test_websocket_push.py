@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import struct
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from yarl import URL
 
 import app.transport
 from app.conformance import MANAGERS
@@ -23,7 +25,7 @@ from app.transport.session import Session, SessionManager
 from app.transport.websocket import WebSocketReceiver, text_frame
 from tests.support.stomp_client import StompClient
 from tests.transport.conftest import ServerFactory
-from tests.transport.support import Http, eventually, new_session_url
+from tests.transport.support import Http, eventually, new_session_url, random_id
 from tests.transport.test_sockjs_protocol import ws_url
 from tests.transport.test_warren_sockjs import websocket_user
 
@@ -91,23 +93,45 @@ async def test_frames_queued_in_one_tick_leave_in_one_frame_in_order(
         assert session.queued_bytes() == 0
 
 
+async def read_text_frame(reader: asyncio.StreamReader) -> str:
+    """One server frame off a raw socket: FIN + text, unmasked, 7/16/64-bit length."""
+    first, second = await reader.readexactly(2)
+    assert first == 0x81 and not second & 0x80, (first, second)
+    length = second & 0x7F
+    if length == 126:
+        (length,) = struct.unpack("!H", await reader.readexactly(2))
+    elif length == 127:
+        (length,) = struct.unpack("!Q", await reader.readexactly(8))
+    return (await reader.readexactly(length)).decode()
+
+
 async def test_a_connection_that_stops_reading_holds_its_frames_until_it_drains(
-    conformance_factory: ServerFactory, http: Http
+    conformance_factory: ServerFactory,
 ) -> None:
     """Flow control: past the transport's high-water mark nothing more is written; the frames wait in the session
     (where SEND_BUFFER_BYTES bounds them) and all arrive, in order, when the client reads again."""
     server = await conformance_factory()
     manager = server.app[MANAGERS]["/echo"]
-    # The client reads nothing until the end (aiohttp's client then stops taking bytes off the socket); no limit
-    # on the size of a message, since what was held back leaves as one frame.
-    async with http.session.ws_connect(
-        ws_url(new_session_url(f"{server.url}/echo")) + "/websocket", max_msg_size=0
-    ) as ws:
-        assert await ws.receive_str(timeout=5) == "o"
+    url = URL(server.url)
+    # A raw client with a small receive buffer, so that it stops taking bytes exactly when it stops reading.
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (url.host, url.port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    try:
+        writer.write(
+            f"GET /echo/000/{random_id()}/websocket HTTP/1.1\r\nHost: {url.host}:{url.port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Key: x3JJHMbDL1EzLkh9GBhXDw==\r\n\r\n".encode()
+        )
+        assert b" 101 " in await reader.readuntil(b"\r\n\r\n")
+        assert await read_text_frame(reader) == "o"
         session = only_session(manager)
-        chunk = "x" * 100_000
+        transport = writer.transport
+        transport.pause_reading()
+        chunk = "x" * 10_000
         sent = 0
-        # Far more than the socket buffers hold (loopback takes a few MiB): the server must hold some back.
         while session.queued_bytes() == 0 and sent < 2000:
             session.send(f"{sent:05d}{chunk}")
             sent += 1
@@ -118,15 +142,19 @@ async def test_a_connection_that_stops_reading_holds_its_frames_until_it_drains(
             session.send(f"{sent:05d}{chunk}")
             sent += 1
         await asyncio.sleep(0.2)
-        assert session.queued_bytes() > 0 and session in manager._held
+        # Nobody reads: the frames stay with the session, and no heart-beat or retry is written meanwhile.
+        assert session.queued_bytes() >= 20 * len(chunk) and session in manager._held
+        transport.resume_reading()
         received: list[int] = []
         while len(received) < sent:
-            frame = await ws.receive_str(timeout=10)
+            frame = await asyncio.wait_for(read_text_frame(reader), 10)
             assert frame.startswith("a"), frame[:20]
             received.extend(int(text[:5]) for text in json.loads(frame[1:]))
         assert received == list(range(sent))
         await eventually(lambda: session not in manager._held, "the drained connection to be released")
         assert session.queued_bytes() == 0
+    finally:
+        writer.close()
 
 
 async def test_heartbeats_come_from_the_sweep(conformance_factory: ServerFactory, http: Http) -> None:
