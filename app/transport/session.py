@@ -624,7 +624,12 @@ class SessionManager:
                 and session not in self._held
                 and session not in self._to_flush
             ):
-                receiver.heartbeat(session)
+                try:
+                    receiver.heartbeat(session)
+                except Exception:
+                    # One broken connection must not stop the sweep (and every other session's heart-beats).
+                    log.exception("SockJS session %s: the heart-beat failed", session.id)
+                    self.interrupt(session)
 
     def spawn(self, coroutine: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
         """Run ``coroutine`` in a task the manager keeps until it is done (``stop`` waits for it)."""

@@ -104,7 +104,9 @@ class WebSocketReceiver(PushReceiver):
         if request.protocol.writing_paused:
             return False
         manager = self.manager
+        wrote = False
         while (pending := session.next_frame()) is not None:
+            wrote = True
             if self.framed:
                 data = pending.text.encode()
                 if len(data) >= _SEPARATE_WRITE:
@@ -118,7 +120,8 @@ class WebSocketReceiver(PushReceiver):
                 self.closing = True
                 self._close(session)
                 break
-        self.last_write = time.monotonic()
+        if wrote:
+            self.last_write = time.monotonic()
         return True
 
     def heartbeat(self, session: Session) -> None:
