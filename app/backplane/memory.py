@@ -59,6 +59,10 @@ class MemoryBackplane(Backplane):
     async def unbind(self, user: str) -> None:
         self._bound.discard(user)
 
+    async def settle_routed(self) -> None:
+        # Delivery happens inside publish: nothing routed here is ever in flight.
+        return
+
     async def publish(self, envelope: Envelope) -> PublishResult:
         if self._inbox is None:
             raise BackplaneUnavailable("the node is not started or is shutting down")

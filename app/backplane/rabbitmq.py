@@ -426,6 +426,9 @@ class RabbitMQBackplane(Backplane):
         self._started = False
         self._drain_marker_id: str | None = None
         self._drain_marker_reached = asyncio.Event()
+        #: Barrier markers sent to the node's own queue (``settle_routed``), by message id.
+        self._barriers: dict[str, asyncio.Future[None]] = {}
+        self._settle_round: asyncio.Future[None] | None = None
         #: Delivery tags handed to the inbox and not yet acknowledged, oldest first, all of ``_ack_channel``.
         self._ack_tags: list[int] = []
         self._ack_channel: RawChannel | None = None
@@ -584,6 +587,43 @@ class RabbitMQBackplane(Backplane):
     @property
     def ready(self) -> bool:
         return self._started and self._connected.is_set() and not self._closing.is_set()
+
+    async def settle_routed(self) -> None:
+        """A marker through the default exchange to the node's own queue: FIFO, so when the worker reaches it,
+        everything routed here before has been handed to the hub. Callers in the same loop turn share one marker
+        (2,000 users leaving at a shutdown cost one round trip, not 2,000). Never raises: bounded by the RPC
+        timeout, and if the connection drops meanwhile the queue died with what it held."""
+        if not self._connected.is_set() or self._node_queue is None or self._closing.is_set():
+            return
+        round_ = self._settle_round
+        if round_ is None:
+            round_ = self._settle_round = asyncio.ensure_future(self._settle_once())
+            self._background.add(round_)
+            round_.add_done_callback(self._background.discard)
+        # Shielded: one caller giving up must not cancel the marker the others wait for.
+        await asyncio.shield(round_)
+
+    async def _settle_once(self) -> None:
+        # From here on a caller needs a marker sent after its call: the next round.
+        self._settle_round = None
+        marker_id = f"barrier-{uuid.uuid4().hex}"
+        reached: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._barriers[marker_id] = reached
+        try:
+            async with asyncio.timeout(self._timeout):
+                publisher = await self._publisher()
+                confirm = publisher.publish(
+                    "", self._node_queue_name, b"", message_id=marker_id, message_type="warren.barrier"
+                )
+                try:
+                    await confirm
+                finally:
+                    publisher.forget(marker_id, confirm)
+                await _first(reached, self._disconnected.wait())
+        except (TimeoutError, BackplaneUnavailable, *_BROKER_ERRORS) as exc:
+            log.warning("node %s could not settle what was routed to it: %s", self._node_id, exc or type(exc).__name__)
+        finally:
+            self._barriers.pop(marker_id, None)
 
     # -- binding --------------------------------------------------------------------------------------------
 
@@ -976,6 +1016,13 @@ class RabbitMQBackplane(Backplane):
             # Delivery tags count per channel: never let a multiple-ack on a new channel stand for an old one.
             await self._flush_acks()
         body = message.body
+        if not body and (barrier := self._barriers.get(cast(str, message.header.properties.message_id))):
+            # Envelopes are never empty; markers are.
+            await self._flush_acks()
+            await _quietly(channel.basic_ack(tag, wait=False))
+            if not barrier.done():
+                barrier.set_result(None)
+            return
         if not body and self._drain_marker_id and message.header.properties.message_id == self._drain_marker_id:
             # Envelopes are never empty; the drain marker is.
             await self._flush_acks()
@@ -1183,7 +1230,7 @@ class RabbitMQBackplane(Backplane):
         task.add_done_callback(self._background.discard)
 
 
-async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
+async def _first(*waits: Coroutine[Any, Any, Any] | asyncio.Future[Any]) -> None:
     """Wait until the first of ``waits`` finishes; cancel the rest."""
     tasks = [asyncio.ensure_future(wait) for wait in waits]
     try:

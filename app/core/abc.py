@@ -88,6 +88,16 @@ class Backplane(abc.ABC):
         """Stop routing ``user``'s messages here (called after the user's last local connection closed)."""
 
     @abc.abstractmethod
+    async def settle_routed(self) -> None:
+        """Return once everything routed to this node before the call has been handed to the inbox.
+
+        The hub calls it after unbinding a user who left: mail routed here before the unbind may still be on its
+        way (RabbitMQ: in the node's queue), and the inbox moves it to the mailbox. Waiting for it keeps a later
+        drain of that mailbox complete and in order. A backplane that delivers synchronously (memory) has nothing
+        in flight and returns at once.
+        """
+
+    @abc.abstractmethod
     async def publish(self, envelope: Envelope) -> PublishResult:
         """Store ``envelope`` for its receiver; raises ``MailboxFull`` or ``BackplaneUnavailable``."""
 

@@ -7,7 +7,9 @@ Guarantees (given the backplane contract in ``app.core.abc``):
 
 * **Ordering.** When a user comes online, the node binds first and then drains the mailbox; live messages that
   arrive during the drain are held and written after it. Messages from one sender to one receiver therefore
-  reach the client in send order across an offline → online change.
+  reach the client in send order across an offline → online change. When a user's last connection here leaves,
+  the node unbinds them and waits until what was routed here before the unbind has been moved to the mailbox
+  (``Backplane.settle_routed``) before another subscribe of that user may drain it; drains sort by ``(ts, id)``.
 * **No loss in the leave race.** A live message whose receiver has no subscribed connection here any more (they
   left between routing and delivery) is written to the mailbox before ``deliver`` returns, so before the
   backplane acknowledges it.
@@ -235,6 +237,11 @@ class Hub:
                 if presence is not None and not presence.subscribers:
                     del self._presence[user]
                     await self.backplane.unbind(user)
+                    # Mail routed here before the unbind may still be in flight; this node moves it to the mailbox
+                    # as it arrives. A subscribe of the same user waits for this lock, so its drain must find that
+                    # mail there too, or it would arrive live after newer mail drained from the mailbox.
+                    await self.backplane.settle_routed()
+                    await self._mailbox_flushed(user)
 
     async def pull_mail(self, user: str, max_count: int) -> list[Envelope]:
         """Take and remove up to ``max_count`` of ``user``'s mailbox envelopes (the seed's REST pull)."""
@@ -351,5 +358,7 @@ class Hub:
                 self._locks[user] = (lock, users - 1)
 
 
-def _sent_at(envelope: Envelope) -> int:
-    return envelope.ts
+def _sent_at(envelope: Envelope) -> tuple[int, str]:
+    # Message ids start with the sending node's clock in nanoseconds (``new_message_id``): within one
+    # millisecond they keep one sender's order. (Older ids are random, which only matters for ties.)
+    return envelope.ts, envelope.id

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from aiormq.abc import AbstractChannel
 
@@ -98,3 +100,30 @@ async def test_a_deleted_node_queue_is_declared_again_with_its_bindings(
     await sender.publish(envelope("cy", "after"))
     received = await inbox.wait_for(2)
     assert [e.content for e in received] == ["before", "after"]
+
+
+async def test_settle_routed_returns_after_everything_routed_before_reached_the_inbox(
+    make_rabbit: RabbitFactory,
+) -> None:
+    # What lets a user who leaves and comes straight back get their mail in order: the hub unbinds, then waits
+    # for what was already in the node's queue to be moved to the mailbox before the next drain.
+    node, inbox = await make_rabbit()
+    sender, _ = await make_rabbit()
+    await node.bind("cy")
+    slow_deliver = inbox.deliver
+
+    async def deliver_slowly(envelope: Envelope) -> None:
+        await asyncio.sleep(0.002)
+        await slow_deliver(envelope)
+
+    inbox.deliver = deliver_slowly  # type: ignore[method-assign]
+    count = 200
+    await asyncio.gather(*(sender.publish(envelope("cy", f"m{i}")) for i in range(count)))
+    await node.unbind("cy")
+    await node.settle_routed()
+    assert len(inbox.of("cy")) == count
+
+
+async def test_message_ids_follow_send_order_within_a_millisecond() -> None:
+    envelopes = [Envelope.create("alice", "bob", str(i)) for i in range(1000)]
+    assert sorted(envelopes, key=lambda e: (e.ts, e.id)) == envelopes
