@@ -424,9 +424,7 @@ class RabbitMQBackplane(Backplane):
         self._disconnected = asyncio.Event()
         self._closing = asyncio.Event()
         self._started = False
-        self._drain_marker_id: str | None = None
-        self._drain_marker_reached = asyncio.Event()
-        #: Barrier markers sent to the node's own queue (``settle_routed``), by message id.
+        #: Markers sent to the node's own queue (``_send_marker``), by message id.
         self._barriers: dict[str, asyncio.Future[None]] = {}
         self._settle_round: asyncio.Future[None] | None = None
         #: Delivery tags handed to the inbox and not yet acknowledged, oldest first, all of ``_ack_channel``.
@@ -561,25 +559,9 @@ class RabbitMQBackplane(Backplane):
         # Over the control pool's channels at once (unbind never raises).
         await asyncio.gather(*(self.unbind(user) for user in list(self._bound)))
         if self._connected.is_set() and self._node_queue is not None and self._publish_channel is not None:
-            # Nothing can be routed here any more; a marker sent now arrives behind everything that was.
-            self._drain_marker_id = f"drain-{uuid.uuid4().hex}"
-            try:
-                # Through the default exchange, straight to the queue; like every publish on the publish channel,
-                # through its ConfirmingPublisher (which numbers the channel's publishes).
-                publisher = await self._publisher()
-                confirm = publisher.publish(
-                    "", self._node_queue_name, b"", message_id=self._drain_marker_id, message_type="warren.drain-marker"
-                )
-                try:
-                    async with asyncio.timeout(self._timeout):
-                        await confirm
-                finally:
-                    publisher.forget(self._drain_marker_id, confirm)
-            except (TimeoutError, *_BROKER_ERRORS) as exc:
-                log.warning("could not mark the end of node %s's queue: %s", self._node_id, exc)
-            else:
-                # If the connection dies first, the marker dies with the queue: stop waiting for it then.
-                await _first(self._drain_marker_reached.wait(), self._disconnected.wait())
+            # Nothing can be routed here any more; a marker sent now arrives behind everything that was. However
+            # long the hub takes to move it to mailboxes: SHUTDOWN_TIMEOUT bounds the whole close.
+            await self._send_marker(patience=None)
         local = _LocalMark()
         self._incoming.put_nowait(local)
         await local.reached.wait()
@@ -606,22 +588,31 @@ class RabbitMQBackplane(Backplane):
     async def _settle_once(self) -> None:
         # From here on a caller needs a marker sent after its call: the next round.
         self._settle_round = None
-        marker_id = f"barrier-{uuid.uuid4().hex}"
+        await self._send_marker(patience=self._timeout)
+
+    async def _send_marker(self, *, patience: float | None) -> None:
+        """Send an empty message straight to the node's queue and wait until the worker reaches it (or the
+        connection, and the queue with it, is gone); ``patience`` bounds the wait for it, the confirm is bounded
+        by the RPC timeout. Never raises."""
+        marker_id = f"marker-{uuid.uuid4().hex}"
         reached: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._barriers[marker_id] = reached
         try:
+            # Through the default exchange, straight to the queue; like every publish on the publish channel,
+            # through its ConfirmingPublisher (which numbers the channel's publishes).
             async with asyncio.timeout(self._timeout):
                 publisher = await self._publisher()
                 confirm = publisher.publish(
-                    "", self._node_queue_name, b"", message_id=marker_id, message_type="warren.barrier"
+                    "", self._node_queue_name, b"", message_id=marker_id, message_type="warren.marker"
                 )
                 try:
                     await confirm
                 finally:
                     publisher.forget(marker_id, confirm)
+            async with asyncio.timeout(patience):
                 await _first(reached, self._disconnected.wait())
         except (TimeoutError, BackplaneUnavailable, *_BROKER_ERRORS) as exc:
-            log.warning("node %s could not settle what was routed to it: %s", self._node_id, exc or type(exc).__name__)
+            log.warning("node %s could not mark the end of its queue: %s", self._node_id, exc or type(exc).__name__)
         finally:
             self._barriers.pop(marker_id, None)
 
@@ -1016,18 +1007,12 @@ class RabbitMQBackplane(Backplane):
             # Delivery tags count per channel: never let a multiple-ack on a new channel stand for an old one.
             await self._flush_acks()
         body = message.body
-        if not body and (barrier := self._barriers.get(cast(str, message.header.properties.message_id))):
+        if not body and (marker := self._barriers.get(cast(str, message.header.properties.message_id))):
             # Envelopes are never empty; markers are.
             await self._flush_acks()
             await _quietly(channel.basic_ack(tag, wait=False))
-            if not barrier.done():
-                barrier.set_result(None)
-            return
-        if not body and self._drain_marker_id and message.header.properties.message_id == self._drain_marker_id:
-            # Envelopes are never empty; the drain marker is.
-            await self._flush_acks()
-            await _quietly(channel.basic_ack(tag, wait=False))
-            self._drain_marker_reached.set()
+            if not marker.done():
+                marker.set_result(None)
             return
         try:
             envelope = Envelope.from_body(body)

@@ -45,6 +45,21 @@ async def eventually(check: Callable[[], Awaitable[bool]], *, timeout: float = D
         await asyncio.sleep(0.02)
 
 
+def envelope(receiver: str, content: str, sender: str = "alice") -> Envelope:
+    return Envelope.create(sender, receiver, content)
+
+
+async def read_mailbox(backplane: RabbitMQBackplane, user: str) -> list[str]:
+    """The contents of everything in ``user``'s mailbox, taken and settled."""
+    contents: list[str] = []
+    while True:
+        batch = await backplane.fetch_mail(user, 500)
+        contents.extend(e.content for e in batch.envelopes)
+        await batch.settle()
+        if not batch.envelopes:
+            return contents
+
+
 class RecordingInbox:
     """An ``Inbox`` that records what it is handed; ``fail`` makes the next deliveries raise."""
 

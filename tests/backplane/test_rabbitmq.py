@@ -29,7 +29,9 @@ from .conftest import (
     RabbitFactory,
     RecordingInbox,
     TcpProxy,
+    envelope,
     eventually,
+    read_mailbox,
     unique,
 )
 
@@ -77,20 +79,6 @@ class HubLikeInbox:
                 self._arrived.clear()
                 await self._arrived.wait()
         return self.contents(user)
-
-
-def envelope(receiver: str, content: str, sender: str = "alice") -> Envelope:
-    return Envelope.create(sender, receiver, content)
-
-
-async def read_mailbox(backplane: RabbitMQBackplane, user: str) -> list[str]:
-    contents: list[str] = []
-    while True:
-        batch = await backplane.fetch_mail(user, 500)
-        contents.extend(e.content for e in batch.envelopes)
-        await batch.settle()
-        if not batch.envelopes:
-            return contents
 
 
 # -- topology, as an operator sees it ---------------------------------------------------------------------------

@@ -11,13 +11,9 @@ from app.backplane.rabbitmq import ACK_BATCH, RabbitMQBackplane
 from app.backplane.topology import Topology
 from app.core.envelope import Envelope
 
-from .conftest import BrokerAdmin, RabbitFactory, eventually, unique
+from .conftest import BrokerAdmin, RabbitFactory, envelope, eventually, unique
 
 pytestmark = pytest.mark.rabbitmq
-
-
-def envelope(receiver: str, content: str) -> Envelope:
-    return Envelope.create("alice", receiver, content)
 
 
 async def consume_channel(node: RabbitMQBackplane) -> AbstractChannel:

@@ -7,28 +7,12 @@ import logging
 
 import pytest
 
-from app.backplane.rabbitmq import RabbitMQBackplane
 from app.backplane.topology import routing_key
-from app.core.envelope import Envelope
 from app.core.errors import BackplaneUnavailable
 
-from .conftest import RabbitFactory
+from .conftest import RabbitFactory, envelope, read_mailbox
 
 pytestmark = pytest.mark.rabbitmq
-
-
-def envelope(receiver: str, content: str) -> Envelope:
-    return Envelope.create("alice", receiver, content)
-
-
-async def read_mailbox(backplane: RabbitMQBackplane, user: str) -> list[str]:
-    contents: list[str] = []
-    while True:
-        batch = await backplane.fetch_mail(user, 500)
-        contents.extend(e.content for e in batch.envelopes)
-        await batch.settle()
-        if not batch.envelopes:
-            return contents
 
 
 async def test_publishes_of_one_turn_arrive_in_call_order(make_rabbit: RabbitFactory) -> None:

@@ -12,6 +12,7 @@ import pytest
 from app.config import Settings
 from app.conformance import create_conformance_app
 from app.server import create_app
+from tests.support.stomp_client import StompClient
 from tests.transport.support import Http, Running, start_app
 
 ServerFactory = Callable[..., Awaitable[Running]]
@@ -72,3 +73,13 @@ def warren_factory(servers: list[Running], users_file: Path, secret_key: bytes) 
         return server
 
     return start
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[list[StompClient]]:
+    """STOMP clients a test opened; closed, with their HTTP sessions, afterwards."""
+    opened: list[StompClient] = []
+    yield opened
+    for client in opened:
+        await client.close()
+        await client.http.close()

@@ -23,15 +23,6 @@ FOREIGN = "https://evil.example"
 
 
 @pytest.fixture
-async def clients() -> AsyncIterator[list[StompClient]]:
-    opened: list[StompClient] = []
-    yield opened
-    for client in opened:
-        await client.close()
-        await client.http.close()
-
-
-@pytest.fixture
 async def https() -> AsyncIterator[list[Http]]:
     opened: list[Http] = []
     yield opened

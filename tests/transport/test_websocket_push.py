@@ -13,7 +13,7 @@ import json
 import os
 import socket
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 from yarl import URL
@@ -28,15 +28,6 @@ from tests.transport.conftest import ServerFactory
 from tests.transport.support import Http, eventually, new_session_url, random_id
 from tests.transport.test_sockjs_protocol import ws_url
 from tests.transport.test_warren_sockjs import websocket_user
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[StompClient]]:
-    opened: list[StompClient] = []
-    yield opened
-    for client in opened:
-        await client.close()
-        await client.http.close()
 
 
 def only_session(manager: SessionManager) -> Session:
