@@ -9,14 +9,20 @@ release (sockjs-client refuses any other). The transport is forced by wrapping t
 in an init script of the top frame (``{transports: [T]}``); the page's code stays as written.
 
 Per release, alice and bob sign in once with the page's form (one server, one browser, two contexts). Per
-transport, both pages reload, connect with ``Stomp.over(new SockJS('/chat-websocket'))``, chat both ways through
+transport, both pages connect with ``Stomp.over(new SockJS('/chat-websocket'))``, chat both ways through
 ``POST /wsTemplate/sendToUser`` and disconnect; the test checks the transport that carried it and, on the iframe
 transports, the release the iframe ran.
+
+The other twelve releases from 1.0.0 to 1.6.1 run the three iframe transports (the only ones that depend on the
+release) against ``python -m app.conformance``, whose iframe page must load only what that entry point serves.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +33,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, Route, expect
 from app.transport.iframe import SockJSClients
 from tests.browser.conftest import UI_TIMEOUT_MS, BrowserUser, WarrenServer
 from tests.browser.test_legacy_page import connect, messages, open_seed_page, send, shown
-from tests.support.processes import ROOT
+from tests.support.processes import ROOT, free_port, stop_process, wait_http_ok
 
 pytestmark = pytest.mark.browser
 
@@ -154,3 +160,88 @@ def test_seed_page_chats_on_every_transport_with_each_sockjs_client_release(
         expect(page.locator("#status")).to_have_text("disconnected")
     errors = seed_pages.real_errors()
     assert not errors, "JavaScript errors in the page:\n" + "\n".join(errors)
+
+
+# -- the other releases, on the iframe transports, against ``python -m app.conformance`` ---------------------------
+
+#: Every sockjs-client release on npm from 1.0.0 to 1.6.1.
+EVERY_RELEASE = [
+    "1.0.0", "1.0.1", "1.0.2", "1.0.3", "1.1.0", "1.1.1", "1.1.2", "1.1.4", "1.1.5",
+    "1.2.0", "1.3.0", "1.4.0", "1.5.0", "1.5.1", "1.5.2", "1.6.0", "1.6.1",
+]  # fmt: skip
+#: The releases the seed's page does not run above: with those, every release meets the iframe transports.
+OTHER_RELEASES = [version for version in EVERY_RELEASE if version not in RELEASES]
+IFRAME_TRANSPORTS = [transport for transport in TRANSPORTS if transport.startswith("iframe-")]
+#: A page of the conformance server's origin for one release, answered by the browser (the server has no pages).
+ECHO_PAGE = """<!DOCTYPE html>
+<html><head><meta charset="utf-8"><script src="/page/sockjs-client-%s.min.js"></script></head></html>"""
+#: Opens the echo service on one transport, sends a message, and gives back what came back and how.
+ECHO = """([transport, text]) => new Promise((resolve, reject) => {
+  const sock = new SockJS('/echo', null, {transports: [transport]});
+  sock.onopen = () => sock.send(text);
+  sock.onmessage = event => {
+    const frame = [...document.querySelectorAll('iframe')].map(f => f.contentWindow).find(w => w && w.SockJS);
+    resolve({transport: sock.transport, echo: event.data, iframe: frame ? frame.SockJS.version : null});
+    sock.close();
+  };
+  sock.onclose = event => reject(new Error(`closed ${event.code} ${event.reason}`));
+})"""
+PAGE_PATH = re.compile(r"/page/(?:(?P<page>[0-9.]+)\.html|sockjs-client-(?P<script>[0-9.]+)\.min\.js)$")
+
+
+@pytest.fixture(scope="module")
+def conformance_pages(
+    chromium: Browser, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, BrowserContext]]:
+    """``python -m app.conformance`` started as an operator starts it, and a browser context whose pages on its
+    origin (``/page/<release>.html``) load that sockjs-client release; its iframe page must load only what the
+    conformance server serves."""
+    log_path = tmp_path_factory.mktemp("conformance") / "conformance.log"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app.conformance", "--port", str(port)],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    context = chromium.new_context()
+
+    def answer(route: Route) -> None:
+        match = PAGE_PATH.search(route.request.url)
+        if match is None:
+            route.fulfill(status=404)
+        elif match["page"]:
+            route.fulfill(body=ECHO_PAGE % match["page"], content_type="text/html")
+        else:
+            route.fulfill(path=str(release_build(match["script"])), content_type="application/javascript")
+
+    try:
+        wait_http_ok(process, f"{url}/echo", 30.0, log_path)
+        context.set_default_timeout(UI_TIMEOUT_MS)
+        context.route(f"{url}/page/**", answer)
+        yield url, context
+    finally:
+        context.close()
+        stop_process(process)
+
+
+@pytest.mark.parametrize("version", OTHER_RELEASES)
+def test_every_release_runs_the_iframe_transports_against_the_conformance_server(
+    version: str, conformance_pages: tuple[str, BrowserContext], nonce: str
+) -> None:
+    url, context = conformance_pages
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        page.goto(f"{url}/page/{version}.html")
+        assert page.evaluate("SockJS.version") == version
+        for transport in IFRAME_TRANSPORTS:
+            text = f"echo over {transport}, ünïcödé ✓ {nonce}"
+            assert page.evaluate(ECHO, [transport, text]) == {"transport": transport, "echo": text, "iframe": version}
+        assert not errors, errors
+    finally:
+        page.close()
