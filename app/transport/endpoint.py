@@ -4,7 +4,9 @@ Routes under the prefix (``/chat-websocket`` for Warren)::
 
     GET        /                          greeting
     GET|OPTIONS /info                     capabilities, entropy, allowed origins
-    GET        /iframe[-version].html     the page iframe transports run in
+    GET        /iframe[-version].html     the page iframe transports run in (``app.transport.iframe``), with
+               /iframe-loader.js          its loader and the sockjs-client releases it loads
+               /sockjs-client-<v>.min.js
     GET        /websocket                 raw WebSocket (no SockJS framing; command-line clients)
     *          /<server>/<session>/<t>    t = websocket, xhr, xhr_send, xhr_streaming, eventsource, htmlfile,
                                           jsonp, jsonp_send
