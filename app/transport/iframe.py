@@ -151,9 +151,10 @@ class SockJSClients:
             except (OSError, ValueError) as exc:
                 log.warning("%s is unreadable (%s): its sockjs-client is not served", package, exc)
                 continue
-            build = package.parent / "dist" / "sockjs.min.js"
-            version = manifest.get("version") if isinstance(manifest, dict) else None
-            if manifest.get("name") != "sockjs-client" or not isinstance(version, str) or not _VERSION.match(version):
+            if not isinstance(manifest, dict) or manifest.get("name") != "sockjs-client":
+                continue
+            version, build = manifest.get("version"), package.parent / "dist" / "sockjs.min.js"
+            if not isinstance(version, str) or not _VERSION.match(version):
                 continue
             if build.is_file():
                 builds[version] = build
