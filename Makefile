@@ -23,9 +23,11 @@ $(STAMP_PY): setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test,deploy]'
 	touch $@
 
-$(STAMP_WEB): web/package.json web/package-lock.json
+$(STAMP_WEB): web/package.json web/package-lock.json web/build-sockjs.mjs
 	# stompjs 2.3.3 lists Node-only optional packages with install scripts; browsers never load them.
 	cd web && npm ci --omit=optional --ignore-scripts --no-audit --no-fund --loglevel=error
+	# sockjs-client 1.0.0-1.1.1 come as sources only: bundle them for the SockJS iframe (esbuild-wasm, no scripts).
+	cd web && npm run --silent build
 	touch $@
 
 test: deps

@@ -44,6 +44,8 @@ class Settings:
     mailbox_max: int = 1000
     session_max_age: int = 7 * 86400
     allowed_origins: tuple[str, ...] = ()
+    #: Where the SockJS iframe loads a sockjs-client release Warren does not ship (``{version}``: the page's).
+    sockjs_client_url: str | None = None
     log_level: str = "INFO"
     log_format: str = "text"
     #: Outgoing bytes one SockJS session may have queued before it is closed as a slow consumer.
@@ -93,6 +95,7 @@ class Settings:
             mailbox_max=_integer(env, "MAILBOX_MAX", 1000, 1, 10_000_000),
             session_max_age=int(_duration(env, "SESSION_MAX_AGE", 7 * 86400.0)),
             allowed_origins=_origins(env),
+            sockjs_client_url=_sockjs_client_url(env),
             log_level=_choice(env, "LOG_LEVEL", "INFO", _LOG_LEVELS, upper=True),
             log_format=_choice(env, "LOG_FORMAT", "text", ("text", "json")),
             send_buffer_bytes=_integer(env, "SEND_BUFFER_BYTES", 1024 * 1024, 1024, 1024 * 1024 * 1024),
@@ -209,6 +212,16 @@ def _management_url(env: Mapping[str, str]) -> str | None:
     raw = _text(env, "RABBITMQ_MANAGEMENT_URL")
     if raw is not None and not re.match(r"^https?://", raw):
         raise ConfigurationError("RABBITMQ_MANAGEMENT_URL must start with http:// or https://")
+    return raw
+
+
+def _sockjs_client_url(env: Mapping[str, str]) -> str | None:
+    raw = _text(env, "SOCKJS_CLIENT_URL")
+    if raw is not None and not re.match(r"^(https?://[^/\s\"'<>]+)?/(?!/)[^\s\"'<>]*$", raw):
+        raise ConfigurationError(
+            f"SOCKJS_CLIENT_URL={raw!r} is not a URL or an absolute path like "
+            "https://static.example.com/sockjs/{version}/sockjs.min.js"
+        )
     return raw
 
 

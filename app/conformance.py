@@ -38,8 +38,8 @@ from aiohttp import web
 from .config import Settings
 from .core.errors import ConfigurationError
 from .transport.endpoint import EndpointOptions, OriginPolicy, SockJSEndpoint
+from .transport.iframe import SockJSClients
 from .transport.session import Session, SessionManager
-from .transport.sockjs import SOCKJS_CLIENT_PATH
 
 #: What the suite expects a test server to use instead of the default 128 KiB.
 SUITE_RESPONSE_LIMIT = 4096
@@ -69,9 +69,11 @@ def create_conformance_app(settings: Settings) -> web.Application:
         ("/cookie_needed_echo", timed(EchoManager), True),
     ]
     app[MANAGERS] = {prefix: manager for prefix, manager, _websocket in services}
+    # Every service serves its iframe page the sockjs-client release of the page that frames it, as Warren does.
+    clients = SockJSClients.installed(settings.web_root / "node_modules", settings.sockjs_client_url)
     for prefix, manager, websocket in services:
         options = EndpointOptions(
-            sockjs_client_url=SOCKJS_CLIENT_PATH,
+            sockjs_clients=clients,
             origins=OriginPolicy(any_origin=True),
             cookie_needed=True,
             websocket=websocket,

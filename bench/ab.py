@@ -77,6 +77,7 @@ import asyncio, os
 import uvloop
 from aiohttp import web
 from app.transport.endpoint import EndpointOptions, OriginPolicy, SockJSEndpoint
+from app.transport.iframe import SockJSClients
 from app.transport.session import SessionManager
 
 BODY = "x" * 200
@@ -100,7 +101,7 @@ async def healthz(_request):
 
 app = web.Application()
 manager = Pusher(heartbeat_delay=25.0, disconnect_delay=5.0)
-options = EndpointOptions(sockjs_client_url="/sockjs.js", origins=OriginPolicy(any_origin=True))
+options = EndpointOptions(sockjs_clients=SockJSClients(), origins=OriginPolicy(any_origin=True))
 SockJSEndpoint(manager, options).add_routes(app.router, "/push")
 app.router.add_get("/healthz", healthz)
 app.on_cleanup.append(manager.stop)

@@ -33,6 +33,7 @@ def test_values_are_parsed() -> None:
             "NODE_ID": "web.1",
             "ALLOWED_ORIGINS": "https://chat.example.com, http://localhost:3000/",
             "LOG_FORMAT": "JSON",
+            "SOCKJS_CLIENT_URL": "https://static.example.com/sockjs/{version}/sockjs.min.js",
         }
     )
     assert settings.port == 5000 and settings.backplane == "rabbitmq"
@@ -41,6 +42,7 @@ def test_values_are_parsed() -> None:
     assert settings.node_id == "web.1"
     assert settings.allowed_origins == ("https://chat.example.com", "http://localhost:3000")
     assert settings.log_format == "json"
+    assert settings.sockjs_client_url == "https://static.example.com/sockjs/{version}/sockjs.min.js"
 
 
 def test_heroku_names_are_understood() -> None:
@@ -63,6 +65,8 @@ def test_heroku_names_are_understood() -> None:
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
         ({"NODE_ID": "a b"}, "NODE_ID"),
         ({"ALLOWED_ORIGINS": "example.com"}, "ALLOWED_ORIGINS"),
+        ({"SOCKJS_CLIENT_URL": "sockjs.min.js"}, "SOCKJS_CLIENT_URL"),
+        ({"SOCKJS_CLIENT_URL": "//cdn.example.com/sockjs.min.js"}, "SOCKJS_CLIENT_URL"),
     ],
 )
 def test_a_bad_value_names_its_variable(env: dict[str, str], variable: str) -> None:

@@ -16,6 +16,8 @@ browsers. This package passes 68 of 69 (the last one is hixie-76, see ``endpoint
 * ``endpoint`` — every URL of the protocol: CORS and preflight, the origin allow-list on ``/info``, every transport
   and the WebSocket upgrade, ``JSESSIONID`` with SameSite/Secure, strict ``xhr_send``/``jsonp_send`` input,
   callback validation, the iframe page from this server with a correct ETag.
+* ``iframe`` — the iframe page runs the sockjs-client release of the page that framed it (every 1.x release; one
+  server-wide client, as other servers have, fails every page on another release).
 * ``sockjs`` — Warren's wiring: one STOMP connection per session, the send bound, undelivered chat messages
   back to the hub, shutdown.
 """

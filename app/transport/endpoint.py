@@ -4,7 +4,9 @@ Routes under the prefix (``/chat-websocket`` for Warren)::
 
     GET        /                          greeting
     GET|OPTIONS /info                     capabilities, entropy, allowed origins
-    GET        /iframe[-version].html     the page iframe transports run in
+    GET        /iframe[-version].html     the page iframe transports run in (``app.transport.iframe``), with
+               /iframe-loader.js          its loader and the sockjs-client releases it loads
+               /sockjs-client-<v>.min.js
     GET        /websocket                 raw WebSocket (no SockJS framing; command-line clients)
     *          /<server>/<session>/<t>    t = websocket, xhr, xhr_send, xhr_streaming, eventsource, htmlfile,
                                           jsonp, jsonp_send
@@ -27,8 +29,9 @@ What this adds to, or fixes in, the ``sockjs`` package's routes (``sockjs/route.
   else ``500 Broken JSON encoding.``. JSONP/htmlfile callbacks must match ``^[a-zA-Z0-9_.]+$``.
 * **Escaped scripts.** htmlfile and JSONP frames are written with ``framing.script_string`` (``</script>`` in a
   message cannot end the script).
-* **The iframe page** loads sockjs-client from this server (the same file the chat page uses: sockjs-client
-  refuses an iframe of another version) and answers 304 only when ``If-None-Match`` names its ETag.
+* **The iframe page** runs the sockjs-client release of the page that framed it, from this server
+  (``app.transport.iframe``: sockjs-client refuses an iframe of another version), and answers 304 only when
+  ``If-None-Match`` names its ETag.
 * **WebSocket sessions cost no task of their own.** Their frames are pushed by the manager's per-tick flush
   (``app.transport.websocket``), without permessage-deflate; the handler only reads.
 * **Sends survive an aborted request.** The messages of an ``xhr_send`` are handed to the application in a
@@ -55,6 +58,7 @@ from aiohttp.abc import AbstractStreamWriter
 from ..auth.origins import origin_allowed
 from ..core.pacing import Pacer
 from . import framing
+from .iframe import SockJSClients, add_iframe_routes
 from .session import (
     HEARTBEAT_FRAME,
     FrameKind,
@@ -102,8 +106,8 @@ class OriginPolicy:
 
 @dataclass(frozen=True)
 class EndpointOptions:
-    #: Where the iframe page loads sockjs-client from; must be the very file the pages use.
-    sockjs_client_url: str
+    #: The sockjs-client releases the iframe page runs, each for the pages of that release.
+    sockjs_clients: SockJSClients
     origins: OriginPolicy = OriginPolicy()
     #: Report ``cookie_needed`` and set ``JSESSIONID`` (sticky load balancers).
     cookie_needed: bool = True
@@ -190,14 +194,13 @@ class SockJSEndpoint:
     def __init__(self, manager: SessionManager, options: EndpointOptions) -> None:
         self.manager = manager
         self.options = options
-        self._iframe, self._iframe_etag = framing.iframe_page(options.sockjs_client_url)
 
     def add_routes(self, router: web.UrlDispatcher, prefix: str) -> None:
         prefix = prefix.rstrip("/")
         router.add_route("GET", prefix, self.greeting)
         router.add_route("GET", prefix + "/", self.greeting)
         router.add_route("*", prefix + "/info", self.info)
-        router.add_route("GET", prefix + "/iframe{version:[-0-9a-z_.]*}.html", self.iframe)
+        add_iframe_routes(router, prefix, self.options.sockjs_clients, self.options.origins.frame_ancestors())
         if self.options.websocket:
             router.add_route("*", prefix + "/websocket", self.websocket)
             router.add_route("*", prefix + "/{server}/{session}/websocket", self.websocket)
@@ -225,17 +228,6 @@ class SockJSEndpoint:
         headers = {"Content-Type": "application/json;charset=UTF-8", "Cache-Control": framing.NO_CACHE}
         headers.update(self._cors(request))
         return web.Response(body=json.dumps(body).encode(), headers=headers)
-
-    async def iframe(self, request: web.Request) -> web.Response:
-        headers = {
-            "ETag": self._iframe_etag,
-            "Content-Security-Policy": f"frame-ancestors {self.options.origins.frame_ancestors()}",
-            **framing.cache_for_a_year(),
-        }
-        if _etag_matches(request.headers.get("If-None-Match"), self._iframe_etag):
-            return web.Response(status=304, headers=headers)
-        headers["Content-Type"] = _HTML
-        return web.Response(body=self._iframe, headers=headers)
 
     # -- session URLs ----------------------------------------------------------------------------------------------
 
@@ -527,13 +519,6 @@ def _form_field(body: bytes, name: str) -> bytes:
     if not values or not values[0]:
         raise BadPayload("Payload expected.")
     return values[0].encode()
-
-
-def _etag_matches(header: str | None, etag: str) -> bool:
-    if not header:
-        return False
-    candidates = [part.strip() for part in header.split(",")]
-    return "*" in candidates or any(c.removeprefix("W/") == etag for c in candidates)
 
 
 def _forwarded_proto(request: web.BaseRequest) -> str:

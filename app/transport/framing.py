@@ -18,7 +18,6 @@ them differently; the wrappers live here so that the escaping rules sit in one p
 from __future__ import annotations
 
 import email.utils
-import hashlib
 import json
 import re
 import time
@@ -117,29 +116,6 @@ def htmlfile_prelude(callback: str) -> bytes:
 
 #: What a JSONP or htmlfile callback name may be (sockjs-protocol): it is written into a script verbatim.
 CALLBACK = re.compile(r"^[a-zA-Z0-9_.]+$")
-
-_IFRAME_HTML = """<!DOCTYPE html>
-<html>
-<head>
-  <meta http-equiv="X-UA-Compatible" content="IE=edge" />
-  <meta http-equiv="Content-Type" content="text/html; charset=UTF-8" />
-  <script src="%s"></script>
-  <script>
-    document.domain = document.domain;
-    SockJS.bootstrap_iframe();
-  </script>
-</head>
-<body>
-  <h2>Don't panic!</h2>
-  <p>This is a SockJS hidden iframe. It's used for cross domain magic.</p>
-</body>
-</html>"""
-
-
-def iframe_page(sockjs_client_url: str) -> tuple[bytes, str]:
-    """The iframe page and its strong ETag (quoted, derived from the content so it changes with the URL)."""
-    body = (_IFRAME_HTML % sockjs_client_url.replace('"', "%22")).encode()
-    return body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
 
 def cache_for_a_year() -> dict[str, str]:

@@ -40,13 +40,12 @@ from ..core.hub import Hub
 from ..stomp.frames import FrameError, FrameParser, Limits
 from ..stomp.protocol import Channel, CloseCode, StompConnection
 from .endpoint import EndpointOptions, OriginPolicy, SockJSEndpoint
+from .iframe import SockJSClients
 from .session import Session, SessionManager, SessionState
 
 log = logging.getLogger(__name__)
 
 PREFIX = "/chat-websocket"
-#: The sockjs-client build the pages load (web/node_modules via /vendor); the iframe page must load the same one.
-SOCKJS_CLIENT_PATH = "/vendor/sockjs-client/dist/sockjs.min.js"
 #: How long shutdown waits for connected receivers to write the "reconnect" close frame.
 CLOSE_FLUSH_SECONDS = 1.0
 
@@ -181,7 +180,7 @@ def undelivered_envelopes(texts: list[str], version: str | None) -> list[Envelop
 def add_sockjs_endpoint(app: web.Application, manager: WarrenSessionManager) -> None:
     settings = manager.settings
     options = EndpointOptions(
-        sockjs_client_url=SOCKJS_CLIENT_PATH,
+        sockjs_clients=SockJSClients.installed(settings.web_root / "node_modules", settings.sockjs_client_url),
         origins=OriginPolicy(settings.allowed_origins),
         cookie_needed=True,
         # One STOMP SEND of the largest message, its JSON escapes escaped again by SockJS, plus headers.

@@ -82,8 +82,8 @@ async def test_iframe_page_loads_sockjs_client_from_this_server(conformance: str
     assert "Last-Modified" not in reply.headers and "Set-Cookie" not in reply.headers
     match = IFRAME_BODY.match(reply.text.strip())
     assert match is not None, reply.text
-    # The same build as the chat page (sockjs-client refuses another version), never a CDN.
-    assert match.group("sockjs_url") == "/vendor/sockjs-client/dist/sockjs.min.js"
+    # Warren's loader, from this server (never a CDN): it runs the page's release (tests/transport/test_iframe.py).
+    assert match.group("sockjs_url") == "/echo/iframe-loader.js"
 
 
 async def test_iframe_page_misspelt_is_not_found(conformance: str, http: Http) -> None:
