@@ -18,6 +18,10 @@ Guarantees (given the backplane contract in ``app.core.abc``):
   the batch is put back.
 * **Client acknowledgements.** Envelopes a connection received in a client-ack mode and had not acknowledged
   when it closed go back to the mailbox (with the same id, so clients can drop duplicates).
+* **Bounded in bytes as stored.** ``MAX_MESSAGE_BYTES`` bounds a message's content as the envelope stores it
+  (UTF-8 with JSON escapes: a control character counts its six-byte escape), so what a mailbox, a batch or a pull
+  holds is bounded by what was checked. One mailbox batch (a drain step, a REST pull) holds at most
+  ``BATCH_BYTES`` of envelopes: it takes no more envelopes than that many of the largest possible size.
 
 What can be lost: a message written to a connection in auto-ack mode whose socket dies before the client read
 it (at-most-once past the write, as STOMP's ``ack:auto`` means).
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -41,8 +46,13 @@ from .pacing import Pacer
 
 log = logging.getLogger(__name__)
 
-#: How many mailbox envelopes one fetch takes while draining.
+#: How many mailbox envelopes one fetch takes at most while draining.
 MAILBOX_BATCH = 500
+#: Bytes (as stored) one mailbox batch or one REST pull holds at most.
+BATCH_BYTES = 4 * 1024 * 1024
+#: Bytes an envelope's JSON adds to its content at most: id, timestamp, keys and two usernames (64 characters of
+#: up to 4 UTF-8 bytes each; usernames hold nothing JSON escapes).
+ENVELOPE_OVERHEAD = 1024
 #: Live envelopes held for one user while their mailbox drains; past it they go to the mailbox behind the rest.
 HELD_WHILE_DRAINING_MAX = 10_000
 
@@ -127,7 +137,7 @@ class Hub:
         """Raise the error a send of ``content`` to ``receiver`` would meet, without sending."""
         if not isinstance(receiver, str) or not isinstance(content, str) or not receiver:
             raise InvalidMessage("a message needs a receiver and a content, both strings")
-        size = len(content.encode("utf-8", "surrogatepass"))
+        size = stored_size(content)
         if size > self.max_message_bytes:
             raise MessageTooLarge(size, self.max_message_bytes)
         try:
@@ -243,13 +253,26 @@ class Hub:
                     await self.backplane.settle_routed()
                     await self._mailbox_flushed(user)
 
-    async def pull_mail(self, user: str, max_count: int) -> list[Envelope]:
-        """Take and remove up to ``max_count`` of ``user``'s mailbox envelopes (the seed's REST pull)."""
-        batch = await self.backplane.fetch_mail(user, max_count)
-        envelopes = sorted(batch.envelopes, key=_sent_at)
-        await batch.settle()
+    async def pull_mail(self, user: str, max_count: int, max_bytes: int = BATCH_BYTES) -> list[Envelope]:
+        """Take and remove up to ``max_count`` of ``user``'s mailbox envelopes, at most about ``max_bytes`` of
+        them as stored (the seed's REST pull); the rest waits for the next pull."""
+        envelopes: list[Envelope] = []
+        size = 0
+        while len(envelopes) < max_count and size < max_bytes:
+            count = min(max_count - len(envelopes), self.batch_count(max_bytes - size))
+            batch = await self.backplane.fetch_mail(user, count)
+            await batch.settle()
+            if not batch.envelopes:
+                break
+            envelopes.extend(batch.envelopes)
+            size += sum(len(envelope.body) for envelope in batch.envelopes)
+        envelopes.sort(key=_sent_at)
         self.stats.mailbox_delivered += len(envelopes)
         return envelopes
+
+    def batch_count(self, budget: int = BATCH_BYTES) -> int:
+        """How many envelopes one fetch may take so that it holds at most ``budget`` bytes (at least one)."""
+        return max(1, min(MAILBOX_BATCH, budget // (self.max_message_bytes + ENVELOPE_OVERHEAD)))
 
     def online_users(self) -> list[str]:
         return list(self._presence)
@@ -278,7 +301,8 @@ class Hub:
 
     def _push(self, presence: _Presence, envelope: Envelope) -> bool:
         taken = False
-        for subscriber in presence.subscribers:
+        # A copy: a subscriber over its send bound leaves the list while being pushed to (``leave_now``).
+        for subscriber in list(presence.subscribers):
             if subscriber.push(envelope):
                 taken = True
         if taken:
@@ -288,7 +312,7 @@ class Hub:
 
     async def _drain_mailbox(self, user: str, presence: _Presence) -> None:
         while presence.subscribers:
-            batch = await self.backplane.fetch_mail(user, MAILBOX_BATCH)
+            batch = await self.backplane.fetch_mail(user, self.batch_count())
             if not batch.envelopes:
                 await batch.settle()
                 return
@@ -296,7 +320,7 @@ class Hub:
             # the mailbox after one published later (which went there straight); the send time puts them back
             # in order within a batch (stable: equal times keep the mailbox's order).
             for envelope in sorted(batch.envelopes, key=_sent_at):
-                if not any([subscriber.push(envelope) for subscriber in presence.subscribers]):
+                if not any([subscriber.push(envelope) for subscriber in list(presence.subscribers)]):
                     # Nobody could take it: keep the whole batch (ids let clients drop what they already have).
                     await batch.release()
                     return
@@ -356,6 +380,14 @@ class Hub:
                 del self._locks[user]
             else:
                 self._locks[user] = (lock, users - 1)
+
+
+def stored_size(content: str) -> int:
+    """Bytes ``content`` takes in an envelope: UTF-8, with JSON's escapes (a quote or newline counts two bytes, other
+    control characters six). Lone surrogates count three bytes (they are refused as invalid anyway)."""
+    if content.isascii() and content.isprintable() and '"' not in content and "\\" not in content:
+        return len(content)
+    return len(json.dumps(content, ensure_ascii=False).encode("utf-8", "surrogatepass")) - 2
 
 
 def _sent_at(envelope: Envelope) -> tuple[int, str]:

@@ -511,8 +511,9 @@ class StompConnection:
             receipt = frame.get("receipt")
         if receipt is not None:
             headers["receipt-id"] = receipt
-        self._write(encode("ERROR", headers, detail.encode(), version=self.version or "1.2"))
+        # Closed before the ERROR is written: its own write must not count as another slow-consumer failure.
         self._closed = True
+        self._write(encode("ERROR", headers, detail.encode(), version=self.version or "1.2"))
         self._signal_progress()
         self.wire.close(int(code), reason)
         if self._online:
@@ -540,7 +541,12 @@ class StompConnection:
 
     def _write(self, text: str) -> bool:
         self._last_sent = time.monotonic()
-        return self.wire.send_text(text)
+        written = self.wire.send_text(text)
+        # Every frame counts toward the send bound, not only MESSAGEs (push checks before it writes): a client that
+        # sends receipted frames and never reads is a slow consumer too. (issue #11)
+        if written and not self._closed and self.wire.queued_bytes() > self._send_buffer_bytes:
+            self._fail(CloseCode.SLOW_CONSUMER, "slow-consumer", "the client is not reading what it is sent")
+        return written
 
     def _arm_timer(self) -> None:
         intervals = [i for i in (self._send_interval, self._receive_timeout) if i]
