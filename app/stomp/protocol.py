@@ -540,13 +540,13 @@ class StompConnection:
             self._progress = None  # its waiters hold it; the next one makes a new one
 
     def _write(self, text: str) -> bool:
-        self._last_sent = time.monotonic()
-        written = self.wire.send_text(text)
-        # Every frame counts toward the send bound, not only MESSAGEs (push checks before it writes): a client that
-        # sends receipted frames and never reads is a slow consumer too. (issue #11)
-        if written and not self._closed and self.wire.queued_bytes() > self._send_buffer_bytes:
+        # Every frame counts toward the send bound, as push() counts MESSAGEs: a client that sends receipted frames
+        # and never reads is a slow consumer too (issue #11). The ERROR of _fail is written after _closed is set.
+        if not self._closed and self.wire.queued_bytes() > self._send_buffer_bytes:
             self._fail(CloseCode.SLOW_CONSUMER, "slow-consumer", "the client is not reading what it is sent")
-        return written
+            return False
+        self._last_sent = time.monotonic()
+        return self.wire.send_text(text)
 
     def _arm_timer(self) -> None:
         intervals = [i for i in (self._send_interval, self._receive_timeout) if i]
