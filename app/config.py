@@ -69,7 +69,7 @@ class Settings:
     #: Seconds a client has to send a request body, from the end of its headers.
     request_body_timeout: float = 10.0
     #: Bytes of request bodies all requests on this node may hold at once while they are read and handled.
-    request_body_budget: int = 64 * 1024 * 1024
+    request_body_budget: int = 32 * 1024 * 1024
     web_root: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent / "web")
 
     @property
@@ -119,7 +119,7 @@ class Settings:
             mailbox_max_bytes=_integer(env, "MAILBOX_MAX_BYTES", 10 * 1024 * 1024, 1024, 1024**4),
             mailbox_sender_share=_fraction(env, "MAILBOX_SENDER_SHARE", 0.25),
             request_body_timeout=_duration(env, "REQUEST_BODY_TIMEOUT", 10.0),
-            request_body_budget=_integer(env, "REQUEST_BODY_BUDGET", 64 * 1024 * 1024, 1024 * 1024, 1024**4),
+            request_body_budget=_integer(env, "REQUEST_BODY_BUDGET", 32 * 1024 * 1024, 1024 * 1024, 1024**4),
         )
         if settings.mailbox_max_bytes * settings.mailbox_sender_share < settings.max_message_bytes + 1024:
             raise ConfigurationError(

@@ -21,7 +21,7 @@ def test_defaults_for_a_single_node() -> None:
     assert settings.mailbox_ttl == 7 * 86400
     assert settings.mailbox_max == 1000
     assert settings.mailbox_max_bytes == 10 * 1024 * 1024 and settings.mailbox_sender_share == 0.25
-    assert settings.request_body_timeout == 10.0 and settings.request_body_budget == 64 * 1024 * 1024
+    assert settings.request_body_timeout == 10.0 and settings.request_body_budget == 32 * 1024 * 1024
 
 
 def test_values_are_parsed() -> None:
