@@ -20,8 +20,11 @@ Guarantees (given the backplane contract in ``app.core.abc``):
   when it closed go back to the mailbox (with the same id, so clients can drop duplicates).
 * **Bounded in bytes as stored.** ``MAX_MESSAGE_BYTES`` bounds a message's content as the envelope stores it
   (UTF-8 with JSON escapes: a control character counts its six-byte escape), so what a mailbox, a batch or a pull
-  holds is bounded by what was checked. One mailbox batch (a drain step, a REST pull) holds at most
-  ``BATCH_BYTES`` of envelopes: it takes no more envelopes than that many of the largest possible size.
+  holds is bounded by what was checked: a drain batch (``MAILBOX_BATCH`` envelopes) by the mailbox's own byte
+  bound (``MAILBOX_MAX_BYTES``). A REST pull returns about ``BATCH_BYTES`` at most: it fetches in batches, the
+  first of no more envelopes than that many of the largest possible size, later ones as many as fit at the
+  largest size seen so far, and stops once it holds ``BATCH_BYTES`` (where later mail is larger than what was
+  seen, one batch can take it past that, never past the mailbox's byte bound).
 
 What can be lost: a message written to a connection in auto-ack mode whose socket dies before the client read
 it (at-most-once past the write, as STOMP's ``ack:auto`` means).
@@ -48,7 +51,7 @@ log = logging.getLogger(__name__)
 
 #: How many mailbox envelopes one fetch takes at most while draining.
 MAILBOX_BATCH = 500
-#: Bytes (as stored) one mailbox batch or one REST pull holds at most.
+#: Bytes (as stored) one REST pull returns at most (about: see the module docstring).
 BATCH_BYTES = 4 * 1024 * 1024
 #: Bytes an envelope's JSON adds to its content at most: id, timestamp, keys and two usernames (64 characters of
 #: up to 4 UTF-8 bytes each; usernames hold nothing JSON escapes).
@@ -88,6 +91,30 @@ class HubStats:
 
     def refuse(self, reason: str) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + 1
+
+
+class _BatchSizer:
+    """How many envelopes the next mailbox fetch of one drain or pull takes, for about a byte budget."""
+
+    __slots__ = ("_largest_possible", "_largest_seen")
+
+    #: Below this, an envelope size seen says little about the next ones: estimate with it.
+    SMALLEST_ESTIMATE = 2048
+
+    def __init__(self, largest_possible: int) -> None:
+        self._largest_possible = largest_possible
+        self._largest_seen = 0
+
+    def count(self, budget: int) -> int:
+        estimate = max(self._largest_seen, self.SMALLEST_ESTIMATE) if self._largest_seen else self._largest_possible
+        return max(1, min(MAILBOX_BATCH, budget // estimate))
+
+    def saw(self, envelopes: Sequence[Envelope]) -> int:
+        """Note a batch's envelopes; returns their bytes."""
+        sizes = [len(envelope.body) for envelope in envelopes]
+        if sizes:
+            self._largest_seen = max(self._largest_seen, *sizes)
+        return sum(sizes)
 
 
 @dataclass
@@ -254,25 +281,25 @@ class Hub:
                     await self._mailbox_flushed(user)
 
     async def pull_mail(self, user: str, max_count: int, max_bytes: int = BATCH_BYTES) -> list[Envelope]:
-        """Take and remove up to ``max_count`` of ``user``'s mailbox envelopes, at most about ``max_bytes`` of
-        them as stored (the seed's REST pull); the rest waits for the next pull."""
+        """Take and remove up to ``max_count`` of ``user``'s mailbox envelopes, about ``max_bytes`` of them as
+        stored at most (the seed's REST pull); the rest waits for the next pull."""
         envelopes: list[Envelope] = []
+        sizer = self._batch_sizer()
         size = 0
         while len(envelopes) < max_count and size < max_bytes:
-            count = min(max_count - len(envelopes), self.batch_count(max_bytes - size))
+            count = min(max_count - len(envelopes), sizer.count(max_bytes - size))
             batch = await self.backplane.fetch_mail(user, count)
             await batch.settle()
             if not batch.envelopes:
                 break
             envelopes.extend(batch.envelopes)
-            size += sum(len(envelope.body) for envelope in batch.envelopes)
+            size += sizer.saw(batch.envelopes)
         envelopes.sort(key=_sent_at)
         self.stats.mailbox_delivered += len(envelopes)
         return envelopes
 
-    def batch_count(self, budget: int = BATCH_BYTES) -> int:
-        """How many envelopes one fetch may take so that it holds at most ``budget`` bytes (at least one)."""
-        return max(1, min(MAILBOX_BATCH, budget // (self.max_message_bytes + ENVELOPE_OVERHEAD)))
+    def _batch_sizer(self) -> _BatchSizer:
+        return _BatchSizer(self.max_message_bytes + ENVELOPE_OVERHEAD)
 
     def online_users(self) -> list[str]:
         return list(self._presence)
@@ -312,7 +339,8 @@ class Hub:
 
     async def _drain_mailbox(self, user: str, presence: _Presence) -> None:
         while presence.subscribers:
-            batch = await self.backplane.fetch_mail(user, self.batch_count())
+            # By count: the sort below keeps order across what a batch holds, and MAILBOX_MAX_BYTES bounds its bytes.
+            batch = await self.backplane.fetch_mail(user, MAILBOX_BATCH)
             if not batch.envelopes:
                 await batch.settle()
                 return
