@@ -63,6 +63,15 @@ class Settings:
     event_loop: str = "auto"
     metrics_enabled: bool = True
     metrics_token: str | None = None
+    # -- memory bounds (issue #11): mailbox bytes, a sender's share of a mailbox, request bodies ----------------
+    #: Bytes of stored messages (as stored, JSON escapes included) one mailbox holds; past it sends are refused.
+    mailbox_max_bytes: int = 10 * 1024 * 1024
+    #: Fraction of a mailbox (of MAILBOX_MAX and of MAILBOX_MAX_BYTES) one sender's mail may fill (1: no share).
+    mailbox_sender_share: float = 0.25
+    #: Seconds a client has to send a request body, from the end of its headers.
+    request_body_timeout: float = 10.0
+    #: Bytes of request bodies all requests on this node may hold at once while they are read and handled.
+    request_body_budget: int = 32 * 1024 * 1024
     web_root: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent / "web")
 
     @property
@@ -110,7 +119,17 @@ class Settings:
             event_loop=_choice(env, "EVENT_LOOP", "auto", ("auto", "uvloop", "asyncio")),
             metrics_enabled=_boolean(env, "METRICS_ENABLED", True),
             metrics_token=_text(env, "METRICS_TOKEN"),
+            mailbox_max_bytes=_integer(env, "MAILBOX_MAX_BYTES", 10 * 1024 * 1024, 1024, 1024**4),
+            mailbox_sender_share=_fraction(env, "MAILBOX_SENDER_SHARE", 0.25),
+            request_body_timeout=_duration(env, "REQUEST_BODY_TIMEOUT", 10.0),
+            request_body_budget=_integer(env, "REQUEST_BODY_BUDGET", 32 * 1024 * 1024, 1024 * 1024, 1024**4),
         )
+        if settings.mailbox_max_bytes * settings.mailbox_sender_share < settings.max_message_bytes + 1024:
+            raise ConfigurationError(
+                f"MAILBOX_MAX_BYTES={settings.mailbox_max_bytes} with MAILBOX_SENDER_SHARE="
+                f"{settings.mailbox_sender_share:g} leaves a sender less room than one message of MAX_MESSAGE_BYTES="
+                f"{settings.max_message_bytes} (plus 1024 bytes of envelope): raise MAILBOX_MAX_BYTES"
+            )
         return settings
 
 
@@ -149,6 +168,19 @@ def _duration(env: Mapping[str, str], name: str, default: float) -> float:
     value = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
     if value <= 0:
         raise ConfigurationError(f"{name}={raw!r} must be more than zero")
+    return value
+
+
+def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = _text(env, name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not a number: use a fraction such as 0.25") from None
+    if not 0 < value <= 1:
+        raise ConfigurationError(f"{name}={raw!r} is out of range: use a fraction above 0 and at most 1")
     return value
 
 

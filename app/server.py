@@ -20,6 +20,7 @@ from . import api
 from .auth.sessions import session_middleware_for
 from .auth.users import UserDirectory
 from .backplane import create_backplane
+from .bodies import BODY_BUDGET, BodyBudget, body_middleware
 from .config import Settings
 from .core.abc import Backplane
 from .core.hub import Hub
@@ -55,11 +56,19 @@ def create_app(
         connection_message_burst=settings.connection_message_burst,
     )
 
+    # Requests carry at most one message plus form overhead.
+    max_body = max(1024 * 1024, settings.max_message_bytes * 6 + 64 * 1024)
+    body_budget = BodyBudget(settings.request_body_budget)
     app = web.Application(
-        middlewares=[session_middleware_for(settings.secret_keys, settings.session_max_age), api.origin_middleware],
-        # Requests carry at most one message plus form overhead.
-        client_max_size=max(1024 * 1024, settings.max_message_bytes * 6 + 64 * 1024),
+        middlewares=[
+            session_middleware_for(settings.secret_keys, settings.session_max_age),
+            api.origin_middleware,
+            # Innermost: requests refused on their headers (origin) never have their bodies read.
+            body_middleware(body_budget, timeout=settings.request_body_timeout, max_size=max_body),
+        ],
+        client_max_size=max_body,
     )
+    app[BODY_BUDGET] = body_budget
     app[SETTINGS] = settings
     app[DIRECTORY] = directory
     app[BACKPLANE] = backplane

@@ -104,7 +104,8 @@ async def test_the_sender_is_always_the_session_user(node: Node, make_user: Call
 async def test_mailbox_full_is_refused_clearly(
     node_factory: NodeFactory, backplane_kind: str, make_user: Callable[[str], str]
 ) -> None:
-    node = await node_factory(mailbox_max=3)
+    # No sender's share here: one sender fills the whole mailbox (tests/test_mailbox_bounds.py has the share).
+    node = await node_factory(mailbox_max=3, mailbox_sender_share=1.0)
     alice, bob = make_user("alice"), make_user("bob")
     if backplane_kind == "rabbitmq":
         # On RabbitMQ the limit is a broker policy ops own; give bob's mailbox one of its own for this test.

@@ -20,6 +20,8 @@ def test_defaults_for_a_single_node() -> None:
     assert settings.max_message_bytes == 64 * 1024
     assert settings.mailbox_ttl == 7 * 86400
     assert settings.mailbox_max == 1000
+    assert settings.mailbox_max_bytes == 10 * 1024 * 1024 and settings.mailbox_sender_share == 0.25
+    assert settings.request_body_timeout == 10.0 and settings.request_body_budget == 32 * 1024 * 1024
 
 
 def test_values_are_parsed() -> None:
@@ -67,6 +69,13 @@ def test_heroku_names_are_understood() -> None:
         ({"ALLOWED_ORIGINS": "example.com"}, "ALLOWED_ORIGINS"),
         ({"SOCKJS_CLIENT_URL": "sockjs.min.js"}, "SOCKJS_CLIENT_URL"),
         ({"SOCKJS_CLIENT_URL": "//cdn.example.com/sockjs.min.js"}, "SOCKJS_CLIENT_URL"),
+        ({"MAILBOX_MAX_BYTES": "lots"}, "MAILBOX_MAX_BYTES"),
+        ({"MAILBOX_MAX_BYTES": "100000"}, "MAILBOX_MAX_BYTES"),  # a sender's share is less than one message
+        ({"MAILBOX_SENDER_SHARE": "0"}, "MAILBOX_SENDER_SHARE"),
+        ({"MAILBOX_SENDER_SHARE": "1.5"}, "MAILBOX_SENDER_SHARE"),
+        ({"MAILBOX_SENDER_SHARE": "a quarter"}, "MAILBOX_SENDER_SHARE"),
+        ({"REQUEST_BODY_TIMEOUT": "soon"}, "REQUEST_BODY_TIMEOUT"),
+        ({"REQUEST_BODY_BUDGET": "1"}, "REQUEST_BODY_BUDGET"),
     ],
 )
 def test_a_bad_value_names_its_variable(env: dict[str, str], variable: str) -> None:

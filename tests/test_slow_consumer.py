@@ -15,7 +15,14 @@ from tests.test_chat import online
 async def test_slow_consumer_is_closed_and_its_mail_kept(
     node_factory: NodeFactory, make_user: Callable[[str], str], stomp_clients: list[StompClient]
 ) -> None:
-    node = await node_factory(send_buffer_bytes=64 * 1024, message_rate=0, connection_message_rate=0)
+    # 12 MB of mail from one sender waits in bob's mailbox: room for all of it, with no sender's share.
+    node = await node_factory(
+        send_buffer_bytes=64 * 1024,
+        message_rate=0,
+        connection_message_rate=0,
+        mailbox_max_bytes=64 * 1024 * 1024,
+        mailbox_sender_share=1.0,
+    )
     alice, bob = make_user("alice"), make_user("bob")
     sender = await online(node, alice, stomp_clients)
     slow = await online(node, bob, stomp_clients, ack="client-individual")

@@ -15,4 +15,9 @@ def create_backplane(settings: Settings) -> Backplane:
         return backplane
     from .memory import MemoryBackplane
 
-    return MemoryBackplane(mailbox_ttl=settings.mailbox_ttl, mailbox_max=settings.mailbox_max)
+    return MemoryBackplane(
+        mailbox_ttl=settings.mailbox_ttl,
+        mailbox_max=settings.mailbox_max,
+        mailbox_max_bytes=settings.mailbox_max_bytes,
+        sender_share=settings.mailbox_sender_share,
+    )

@@ -123,21 +123,27 @@ def mailbox_queue_name(user: str) -> str:
 
 @dataclass(frozen=True)
 class MailboxLimits:
-    """What the mailbox policy enforces, from ``MAILBOX_TTL`` and ``MAILBOX_MAX``."""
+    """What the mailbox policy enforces, from ``MAILBOX_TTL``, ``MAILBOX_MAX`` and ``MAILBOX_MAX_BYTES``."""
 
     ttl_seconds: float = 7 * 86400.0
     max_messages: int = 1000
+    #: Bytes of message bodies (``max-length-bytes`` counts bodies only, as the memory backplane does).
+    max_bytes: int = 10 * 1024 * 1024
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MailboxLimits:
-        return cls(ttl_seconds=settings.mailbox_ttl, max_messages=settings.mailbox_max)
+        return cls(
+            ttl_seconds=settings.mailbox_ttl, max_messages=settings.mailbox_max, max_bytes=settings.mailbox_max_bytes
+        )
 
     def policy_definition(self) -> dict[str, Any]:
         ttl_ms = max(1, min(int(self.ttl_seconds * 1000), _MAX_TIMER_MS))
         return {
             "message-ttl": ttl_ms,
             "max-length": self.max_messages,
-            # A full mailbox refuses new mail (the publisher's confirm is a nack) instead of dropping old mail.
+            "max-length-bytes": self.max_bytes,
+            # A full mailbox (either bound) refuses new mail (the publisher's confirm is a nack) instead of dropping
+            # old mail.
             "overflow": "reject-publish",
             "expires": min(ttl_ms * MAILBOX_EXPIRES_FACTOR, _MAX_TIMER_MS),
         }
@@ -298,6 +304,11 @@ def _compare_policy(topology: Topology, current: dict[str, Any], wanted: dict[st
     return (
         f"RabbitMQ policy {topology.policy_name!r} differs from MAILBOX_TTL/MAILBOX_MAX ({differs}); the broker's "
         "policy wins. Edit it in the management UI (Admin > Policies) to change mailbox limits."
+        + (
+            " It has no max-length-bytes: a mailbox's size in bytes is unbounded until you add it (MAILBOX_MAX_BYTES)."
+            if "max-length-bytes" not in have
+            else ""
+        )
     )
 
 

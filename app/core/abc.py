@@ -16,6 +16,12 @@ The contract every backplane keeps:
   they were published.
 * A backplane may also hand mailbox mail to ``Inbox.deliver`` while the user is bound (mail that reached the
   mailbox in a race with the bind); the core treats it like live mail.
+* **A full mailbox refuses; it never drops.** A mailbox is bounded in messages and in bytes as stored (the
+  envelope's ``body``), ``app.core.quota``. ``publish`` and ``store`` of an envelope that would pass either bound
+  raise ``MailboxFull`` and store nothing; nothing already in the mailbox is dropped to make room. Where a
+  backplane enforces a sender's share (``MailboxQuota.sender_share``; the memory backplane does), ``publish`` past
+  it raises ``MailboxShareFull`` (a ``MailboxFull``) for that sender only; ``store`` (mail put back, accepted
+  before) is bounded by the mailbox's limits only. Mail taken from a mailbox gives its room back, the share too.
 """
 
 from __future__ import annotations
@@ -99,11 +105,13 @@ class Backplane(abc.ABC):
 
     @abc.abstractmethod
     async def publish(self, envelope: Envelope) -> PublishResult:
-        """Store ``envelope`` for its receiver; raises ``MailboxFull`` or ``BackplaneUnavailable``."""
+        """Store ``envelope`` for its receiver; raises ``MailboxFull`` (``MailboxShareFull``: this sender's share)
+        or ``BackplaneUnavailable``."""
 
     @abc.abstractmethod
     async def store(self, envelope: Envelope) -> None:
-        """Write ``envelope`` straight into its receiver's mailbox (mail a node could not deliver)."""
+        """Write ``envelope`` straight into its receiver's mailbox (mail a node could not deliver); raises
+        ``MailboxFull`` when the mailbox is at one of its bounds (nothing in it is dropped)."""
 
     @abc.abstractmethod
     async def fetch_mail(self, user: str, max_count: int) -> MailBatch:

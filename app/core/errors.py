@@ -37,7 +37,10 @@ class MessageTooLarge(WarrenError):
     reason = "too-large"
 
     def __init__(self, size: int, limit: int) -> None:
-        super().__init__(f"message is {size} bytes; the limit is {limit} bytes (MAX_MESSAGE_BYTES)")
+        super().__init__(
+            f"message is {size} bytes as stored (UTF-8; a quote or line break counts 2 bytes, other control "
+            f"characters 6); the limit is {limit} bytes (MAX_MESSAGE_BYTES)"
+        )
         self.size = size
         self.limit = limit
 
@@ -49,6 +52,10 @@ class InvalidMessage(WarrenError):
 
 
 class MailboxFull(WarrenError):
+    """The receiver's mailbox holds as many messages or bytes as it may (``MAILBOX_MAX``, ``MAILBOX_MAX_BYTES``).
+
+    Nothing already in it is dropped to make room: the new message is refused."""
+
     reason = "mailbox-full"
 
     def __init__(self, username: str) -> None:
@@ -56,6 +63,25 @@ class MailboxFull(WarrenError):
             f"{username!r} is offline and their mailbox is full; try again after they have read their mail"
         )
         self.username = username
+
+
+class MailboxShareFull(MailboxFull):
+    """This sender's mail fills its share of the receiver's mailbox (``MAILBOX_SENDER_SHARE``).
+
+    Only this sender is refused: others can still write to the receiver. A subclass of ``MailboxFull`` so code
+    that handles a full mailbox handles this too.
+    """
+
+    reason = "mailbox-share-full"
+
+    def __init__(self, username: str, sender: str) -> None:
+        WarrenError.__init__(
+            self,
+            f"your messages already fill your share of {username!r}'s mailbox while they are offline; wait until "
+            "they have read their mail before sending more (others can still write to them)",
+        )
+        self.username = username
+        self.sender = sender
 
 
 class BackplaneUnavailable(WarrenError):

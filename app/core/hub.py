@@ -18,6 +18,13 @@ Guarantees (given the backplane contract in ``app.core.abc``):
   the batch is put back.
 * **Client acknowledgements.** Envelopes a connection received in a client-ack mode and had not acknowledged
   when it closed go back to the mailbox (with the same id, so clients can drop duplicates).
+* **Bounded in bytes as stored.** ``MAX_MESSAGE_BYTES`` bounds a message's content as the envelope stores it
+  (UTF-8 with JSON escapes: a control character counts its six-byte escape), so what a mailbox, a batch or a pull
+  holds is bounded by what was checked: a drain batch (``MAILBOX_BATCH`` envelopes) by the mailbox's own byte
+  bound (``MAILBOX_MAX_BYTES``). A REST pull returns about ``BATCH_BYTES`` at most: it fetches in batches, the
+  first of no more envelopes than that many of the largest possible size, later ones as many as fit at the
+  largest size seen so far, and stops once it holds ``BATCH_BYTES`` (where later mail is larger than what was
+  seen, one batch can take it past that, never past the mailbox's byte bound).
 
 What can be lost: a message written to a connection in auto-ack mode whose socket dies before the client read
 it (at-most-once past the write, as STOMP's ``ack:auto`` means).
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -41,8 +49,13 @@ from .pacing import Pacer
 
 log = logging.getLogger(__name__)
 
-#: How many mailbox envelopes one fetch takes while draining.
+#: How many mailbox envelopes one fetch takes at most while draining.
 MAILBOX_BATCH = 500
+#: Bytes (as stored) one REST pull returns at most (about: see the module docstring).
+BATCH_BYTES = 4 * 1024 * 1024
+#: Bytes an envelope's JSON adds to its content at most: id, timestamp, keys and two usernames (64 characters of
+#: up to 4 UTF-8 bytes each; usernames hold nothing JSON escapes).
+ENVELOPE_OVERHEAD = 1024
 #: Live envelopes held for one user while their mailbox drains; past it they go to the mailbox behind the rest.
 HELD_WHILE_DRAINING_MAX = 10_000
 
@@ -78,6 +91,30 @@ class HubStats:
 
     def refuse(self, reason: str) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + 1
+
+
+class _BatchSizer:
+    """How many envelopes the next mailbox fetch of one drain or pull takes, for about a byte budget."""
+
+    __slots__ = ("_largest_possible", "_largest_seen")
+
+    #: Below this, an envelope size seen says little about the next ones: estimate with it.
+    SMALLEST_ESTIMATE = 2048
+
+    def __init__(self, largest_possible: int) -> None:
+        self._largest_possible = largest_possible
+        self._largest_seen = 0
+
+    def count(self, budget: int) -> int:
+        estimate = max(self._largest_seen, self.SMALLEST_ESTIMATE) if self._largest_seen else self._largest_possible
+        return max(1, min(MAILBOX_BATCH, budget // estimate))
+
+    def saw(self, envelopes: Sequence[Envelope]) -> int:
+        """Note a batch's envelopes; returns their bytes."""
+        sizes = [len(envelope.body) for envelope in envelopes]
+        if sizes:
+            self._largest_seen = max(self._largest_seen, *sizes)
+        return sum(sizes)
 
 
 @dataclass
@@ -127,7 +164,7 @@ class Hub:
         """Raise the error a send of ``content`` to ``receiver`` would meet, without sending."""
         if not isinstance(receiver, str) or not isinstance(content, str) or not receiver:
             raise InvalidMessage("a message needs a receiver and a content, both strings")
-        size = len(content.encode("utf-8", "surrogatepass"))
+        size = stored_size(content)
         if size > self.max_message_bytes:
             raise MessageTooLarge(size, self.max_message_bytes)
         try:
@@ -243,13 +280,26 @@ class Hub:
                     await self.backplane.settle_routed()
                     await self._mailbox_flushed(user)
 
-    async def pull_mail(self, user: str, max_count: int) -> list[Envelope]:
-        """Take and remove up to ``max_count`` of ``user``'s mailbox envelopes (the seed's REST pull)."""
-        batch = await self.backplane.fetch_mail(user, max_count)
-        envelopes = sorted(batch.envelopes, key=_sent_at)
-        await batch.settle()
+    async def pull_mail(self, user: str, max_count: int, max_bytes: int = BATCH_BYTES) -> list[Envelope]:
+        """Take and remove up to ``max_count`` of ``user``'s mailbox envelopes, about ``max_bytes`` of them as
+        stored at most (the seed's REST pull); the rest waits for the next pull."""
+        envelopes: list[Envelope] = []
+        sizer = self._batch_sizer()
+        size = 0
+        while len(envelopes) < max_count and size < max_bytes:
+            count = min(max_count - len(envelopes), sizer.count(max_bytes - size))
+            batch = await self.backplane.fetch_mail(user, count)
+            await batch.settle()
+            if not batch.envelopes:
+                break
+            envelopes.extend(batch.envelopes)
+            size += sizer.saw(batch.envelopes)
+        envelopes.sort(key=_sent_at)
         self.stats.mailbox_delivered += len(envelopes)
         return envelopes
+
+    def _batch_sizer(self) -> _BatchSizer:
+        return _BatchSizer(self.max_message_bytes + ENVELOPE_OVERHEAD)
 
     def online_users(self) -> list[str]:
         return list(self._presence)
@@ -278,7 +328,8 @@ class Hub:
 
     def _push(self, presence: _Presence, envelope: Envelope) -> bool:
         taken = False
-        for subscriber in presence.subscribers:
+        # A copy: a subscriber over its send bound leaves the list while being pushed to (``leave_now``).
+        for subscriber in list(presence.subscribers):
             if subscriber.push(envelope):
                 taken = True
         if taken:
@@ -288,6 +339,7 @@ class Hub:
 
     async def _drain_mailbox(self, user: str, presence: _Presence) -> None:
         while presence.subscribers:
+            # By count: the sort below keeps order across what a batch holds, and MAILBOX_MAX_BYTES bounds its bytes.
             batch = await self.backplane.fetch_mail(user, MAILBOX_BATCH)
             if not batch.envelopes:
                 await batch.settle()
@@ -296,7 +348,7 @@ class Hub:
             # the mailbox after one published later (which went there straight); the send time puts them back
             # in order within a batch (stable: equal times keep the mailbox's order).
             for envelope in sorted(batch.envelopes, key=_sent_at):
-                if not any([subscriber.push(envelope) for subscriber in presence.subscribers]):
+                if not any([subscriber.push(envelope) for subscriber in list(presence.subscribers)]):
                     # Nobody could take it: keep the whole batch (ids let clients drop what they already have).
                     await batch.release()
                     return
@@ -356,6 +408,14 @@ class Hub:
                 del self._locks[user]
             else:
                 self._locks[user] = (lock, users - 1)
+
+
+def stored_size(content: str) -> int:
+    """Bytes ``content`` takes in an envelope: UTF-8, with JSON's escapes (a quote or newline counts two bytes, other
+    control characters six). Lone surrogates count three bytes (they are refused as invalid anyway)."""
+    if content.isascii() and content.isprintable() and '"' not in content and "\\" not in content:
+        return len(content)
+    return len(json.dumps(content, ensure_ascii=False).encode("utf-8", "surrogatepass")) - 2
 
 
 def _sent_at(envelope: Envelope) -> tuple[int, str]:

@@ -511,8 +511,9 @@ class StompConnection:
             receipt = frame.get("receipt")
         if receipt is not None:
             headers["receipt-id"] = receipt
-        self._write(encode("ERROR", headers, detail.encode(), version=self.version or "1.2"))
+        # Closed before the ERROR is written: its own write must not count as another slow-consumer failure.
         self._closed = True
+        self._write(encode("ERROR", headers, detail.encode(), version=self.version or "1.2"))
         self._signal_progress()
         self.wire.close(int(code), reason)
         if self._online:
@@ -539,6 +540,11 @@ class StompConnection:
             self._progress = None  # its waiters hold it; the next one makes a new one
 
     def _write(self, text: str) -> bool:
+        # Every frame counts toward the send bound, as push() counts MESSAGEs: a client that sends receipted frames
+        # and never reads is a slow consumer too (issue #11). The ERROR of _fail is written after _closed is set.
+        if not self._closed and self.wire.queued_bytes() > self._send_buffer_bytes:
+            self._fail(CloseCode.SLOW_CONSUMER, "slow-consumer", "the client is not reading what it is sent")
+            return False
         self._last_sent = time.monotonic()
         return self.wire.send_text(text)
 

@@ -289,6 +289,7 @@ async def make_rabbit(topology: Topology) -> AsyncIterator[RabbitFactory]:
         inbox: Any = None,
         mailbox_max: int = 1000,
         mailbox_ttl: float = 3600.0,
+        mailbox_max_bytes: int = 10 * 1024 * 1024,
         start: bool = True,
         **options: Any,
     ) -> tuple[RabbitMQBackplane, Any]:
@@ -297,6 +298,7 @@ async def make_rabbit(topology: Topology) -> AsyncIterator[RabbitFactory]:
             node_id=node_id or unique("test"),
             mailbox_max=mailbox_max,
             mailbox_ttl=mailbox_ttl,
+            mailbox_max_bytes=mailbox_max_bytes,
             shutdown_timeout_seconds=10.0,
         )
         options.setdefault("management_url", MANAGEMENT_URL)

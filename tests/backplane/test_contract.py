@@ -29,14 +29,14 @@ def make_node(request: pytest.FixtureRequest) -> NodeFactory:
     if request.param == "rabbitmq":
         make_rabbit = request.getfixturevalue("make_rabbit")
 
-        async def make_rabbit_node(*, mailbox_max: int = 1000) -> Node:
-            backplane, inbox = await make_rabbit(mailbox_max=mailbox_max)
+        async def make_rabbit_node(*, mailbox_max: int = 1000, mailbox_max_bytes: int = 10 * 1024 * 1024) -> Node:
+            backplane, inbox = await make_rabbit(mailbox_max=mailbox_max, mailbox_max_bytes=mailbox_max_bytes)
             return backplane, inbox
 
         return make_rabbit_node
 
-    async def make_memory_node(*, mailbox_max: int = 1000) -> Node:
-        backplane = MemoryBackplane(mailbox_ttl=3600.0, mailbox_max=mailbox_max)
+    async def make_memory_node(*, mailbox_max: int = 1000, mailbox_max_bytes: int = 10 * 1024 * 1024) -> Node:
+        backplane = MemoryBackplane(mailbox_ttl=3600.0, mailbox_max=mailbox_max, mailbox_max_bytes=mailbox_max_bytes)
         inbox = RecordingInbox()
         await backplane.start(inbox)
         return backplane, inbox
@@ -139,6 +139,25 @@ async def test_a_full_mailbox_refuses_publish(make_node: NodeFactory) -> None:
     # Read mail makes room again.
     await publish_all(backplane, "frank", ["m4"])
     assert [e.content for e in await read_mailbox(backplane, "frank")] == ["m4"]
+
+
+async def test_a_mailbox_full_in_bytes_refuses_publish_and_keeps_its_mail(make_node: NodeFactory) -> None:
+    """MAILBOX_MAX_BYTES counts what is stored (the envelope, escapes included), not the number of messages."""
+    backplane, _ = await make_node(mailbox_max=1000, mailbox_max_bytes=64 * 1024)
+    escaped = "\x01" * 3000  # 3,000 characters, stored as 18,000 bytes of JSON escapes
+    await publish_all(backplane, "gail", [f"{i}{escaped}" for i in range(3)])
+    with pytest.raises(MailboxFull):
+        await backplane.publish(message("gail", f"3{escaped}"))
+    assert [e.content[0] for e in await read_mailbox(backplane, "gail")] == ["0", "1", "2"]
+    await publish_all(backplane, "gail", [f"4{escaped}"])  # read mail makes room again
+
+
+async def test_a_full_mailbox_refuses_store_and_never_drops_old_mail(make_node: NodeFactory) -> None:
+    backplane, _ = await make_node(mailbox_max=2)
+    await publish_all(backplane, "hank", ["m0", "m1"])
+    with pytest.raises(MailboxFull):
+        await backplane.store(message("hank", "put back"))
+    assert [e.content for e in await read_mailbox(backplane, "hank")] == ["m0", "m1"]
 
 
 async def test_store_puts_an_envelope_in_the_mailbox_unchanged(make_node: NodeFactory) -> None:

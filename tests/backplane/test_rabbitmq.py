@@ -108,6 +108,7 @@ async def test_topology_as_seen_in_the_management_api(
     assert policy["definition"] == {
         "message-ttl": 600_000,
         "max-length": 250,
+        "max-length-bytes": 10 * 1024 * 1024,
         "overflow": "reject-publish",
         "expires": 2_400_000,
     }

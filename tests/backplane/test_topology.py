@@ -62,6 +62,7 @@ def test_policy_values_come_from_settings_and_stay_within_erlang_timers() -> Non
     assert MailboxLimits(7 * 86400.0, 1000).policy_definition() == {
         "message-ttl": 604_800_000,
         "max-length": 1000,
+        "max-length-bytes": 10 * 1024 * 1024,
         "overflow": "reject-publish",
         "expires": 2_419_200_000,
     }
