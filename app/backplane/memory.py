@@ -45,7 +45,7 @@ class MemoryBackplane(Backplane):
     async def start(self, inbox: Inbox) -> None:
         self._inbox = inbox
 
-    async def close(self) -> None:
+    async def close(self, *, within: float | None = None) -> None:
         self._bound.clear()
         self._inbox = None
 
@@ -73,8 +73,8 @@ class MemoryBackplane(Backplane):
         return PublishResult.QUEUED
 
     async def store(self, envelope: Envelope) -> None:
-        # Mail the node already accepted is never refused: a full mailbox drops its oldest instead.
-        self._append(envelope, refuse_when_full=False)
+        # As RabbitMQ does (the contract in app.core.abc): a full mailbox refuses, it never drops older mail.
+        self._append(envelope, refuse_when_full=True)
 
     async def fetch_mail(self, user: str, max_count: int) -> MailBatch:
         mailbox = self._mailboxes.get(user)

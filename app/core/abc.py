@@ -16,11 +16,18 @@ The contract every backplane keeps:
   they were published.
 * A backplane may also hand mailbox mail to ``Inbox.deliver`` while the user is bound (mail that reached the
   mailbox in a race with the bind); the core treats it like live mail.
+* **A full mailbox refuses**: ``publish`` and ``store`` to a receiver whose mailbox holds ``MAILBOX_MAX`` messages
+  raise ``MailboxFull`` and store nothing; no backplane drops older mail to make room. The caller keeps the
+  message (the hub: the sender gets the refusal; mail being put back stays with the backplane's delivery, which
+  retries it).
+* ``unbind_all`` (shutdown) unbinds everyone at once; the whole shutdown (``close`` included) fits in the time
+  the caller gives it.
 """
 
 from __future__ import annotations
 
 import abc
+import asyncio
 import enum
 from collections.abc import Sequence
 from typing import Protocol
@@ -71,8 +78,9 @@ class Backplane(abc.ABC):
         """Connect, declare what is needed and begin handing this node's envelopes to ``inbox``."""
 
     @abc.abstractmethod
-    async def close(self) -> None:
-        """Stop consuming and disconnect. Bound users are unbound; their in-flight mail goes to mailboxes."""
+    async def close(self, *, within: float | None = None) -> None:
+        """Stop consuming and disconnect, within ``within`` seconds (default: ``SHUTDOWN_TIMEOUT``). Bound users
+        are unbound; their in-flight mail goes to mailboxes."""
 
     @property
     @abc.abstractmethod
@@ -86,6 +94,13 @@ class Backplane(abc.ABC):
     @abc.abstractmethod
     async def unbind(self, user: str) -> None:
         """Stop routing ``user``'s messages here (called after the user's last local connection closed)."""
+
+    async def unbind_all(self, users: Sequence[str]) -> None:
+        """Shutdown: stop routing every user bound here to this node, all at once, and return once what was
+        routed here before has been handed to the inbox (as ``settle_routed``). Binds may be refused afterwards.
+        This default unbinds ``users`` in parallel."""
+        await asyncio.gather(*(self.unbind(user) for user in users))
+        await self.settle_routed()
 
     @abc.abstractmethod
     async def settle_routed(self) -> None:
@@ -103,7 +118,8 @@ class Backplane(abc.ABC):
 
     @abc.abstractmethod
     async def store(self, envelope: Envelope) -> None:
-        """Write ``envelope`` straight into its receiver's mailbox (mail a node could not deliver)."""
+        """Write ``envelope`` straight into its receiver's mailbox (mail a node could not deliver); raises
+        ``MailboxFull`` when it is full, or ``BackplaneUnavailable``."""
 
     @abc.abstractmethod
     async def fetch_mail(self, user: str, max_count: int) -> MailBatch:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 from .abc import Backplane, PublishResult, Subscriber, UserDirectory
 from .envelope import Envelope
-from .errors import InvalidMessage, MessageTooLarge, RateLimited, TooManySessions, UnknownUser
+from .errors import BackplaneUnavailable, InvalidMessage, MessageTooLarge, RateLimited, TooManySessions, UnknownUser
 from .limits import RateLimiter
 from .pacing import Pacer
 
@@ -120,6 +120,8 @@ class Hub:
         # Per user, envelopes on their way back to the mailbox in order, and the task writing them.
         self._returning: dict[str, list[Envelope]] = {}
         self._returning_done: dict[str, asyncio.Task[None]] = {}
+        #: Set by ``leave_all`` (shutdown): nobody comes online here any more.
+        self._leaving_all = False
 
     # -- what transports call -------------------------------------------------------------------------------
 
@@ -161,6 +163,8 @@ class Hub:
     async def subscribe(self, subscriber: Subscriber) -> None:
         """Bring ``subscriber`` online: bind its user here if it is the first, then drain their mailbox."""
         user = subscriber.user
+        if self._leaving_all:
+            raise BackplaneUnavailable("this node is shutting down: reconnect to another one")
         with self._user_lock(user) as lock:
             async with lock:
                 presence = self._presence.get(user)
@@ -242,6 +246,28 @@ class Hub:
                     # mail there too, or it would arrive live after newer mail drained from the mailbox.
                     await self.backplane.settle_routed()
                     await self._mailbox_flushed(user)
+
+    async def leave_all(self) -> None:
+        """Shutdown: every user here goes offline at once, not one connection at a time.
+
+        Nobody may subscribe from now on. Every connection's unreceived mail is queued for the mailbox and stored
+        before the unbind (later mail goes there straight and must not overtake it); then every user is unbound
+        with one ``Backplane.unbind_all``, which returns once what was routed here meanwhile reached the inbox
+        (which moves it to the mailboxes). Connections closing afterwards leave nothing to undo.
+        """
+        self._leaving_all = True
+        users = list(self._presence)
+        for user in users:
+            presence = self._presence.pop(user)
+            # Emptied first, so that no connection's returned mail is offered to another one that is leaving too.
+            subscribers, presence.subscribers = presence.subscribers, []
+            returned = [envelope for subscriber in subscribers for envelope in subscriber.take_unacknowledged()]
+            if returned:
+                self.stats.returned_unacked += len(returned)
+                self._queue_for_mailbox(user, returned)
+        await asyncio.gather(*(self._mailbox_flushed(user) for user in users))
+        await self.backplane.unbind_all(users)
+        await asyncio.gather(*(self._mailbox_flushed(user) for user in list(self._returning_done)))
 
     async def pull_mail(self, user: str, max_count: int) -> list[Envelope]:
         """Take and remove up to ``max_count`` of ``user``'s mailbox envelopes (the seed's REST pull)."""
