@@ -156,13 +156,21 @@ async def _drain(app: web.Application) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.shutdown_timeout_seconds
     app[_SHUTDOWN_DEADLINE] = deadline
-    log.info("node %s draining: closing SockJS sessions", settings.node_id)
+    users = len(app[HUB].online_users())
+    log.info("node %s draining: closing SockJS sessions (%d users online)", settings.node_id, users)
     try:
         # A fifth of the budget stays for the backplane's hand-back.
         async with asyncio.timeout_at(deadline - request_grace(settings) - settings.shutdown_timeout_seconds * 0.2):
             await app[SOCKJS].close_all()
     except TimeoutError:
         log.warning("node %s: sessions still open at the end of their share of SHUTDOWN_TIMEOUT", settings.node_id)
+    else:
+        log.info(
+            "node %s: every session closed and %d users unbound in %.2f s",
+            settings.node_id,
+            users,
+            loop.time() - deadline + settings.shutdown_timeout_seconds,
+        )
 
 
 async def _stop_backplane(app: web.Application) -> None:
