@@ -90,9 +90,10 @@ async def test_a_node_with_two_thousand_users_behind_a_slow_link_stops_within_it
             got = {frame.headers.get("message-id") for frame in client.take_buffered() if frame.command == "MESSAGE"}
             if sent_ids[user] in got:
                 continue
-            async with aiohttp.ClientSession(
-                cookies={COOKIE_NAME: mint_cookie(cluster.secret.encode(), user)}
-            ) as http, http.post(f"{sender_node.url}/api/mail/pull") as r:
+            async with (
+                aiohttp.ClientSession(cookies={COOKIE_NAME: mint_cookie(cluster.secret.encode(), user)}) as http,
+                http.post(f"{sender_node.url}/api/mail/pull") as r,
+            ):
                 assert r.status == 200, await r.text()
                 assert sent_ids[user] in {m["id"] for m in (await r.json())["messages"]}, user
     finally:

@@ -41,9 +41,7 @@ class LatencyProxy:
             self._tasks.discard(task)
             return
         try:
-            await asyncio.gather(
-                self._pipe(client_reader, broker_writer), self._pipe(broker_reader, client_writer)
-            )
+            await asyncio.gather(self._pipe(client_reader, broker_writer), self._pipe(broker_reader, client_writer))
         except (OSError, asyncio.IncompleteReadError):
             pass
         finally:

@@ -38,12 +38,13 @@ def fresh_channel_number(connection: AbstractConnection) -> int:
 
     aiormq hands out ``max(open channels) + 1``, so a channel the broker just closed (a 404 from a mailbox probe)
     can get its number again before the broker finished closing it; RabbitMQ then closes the whole connection
-    ("CHANNEL_ERROR - second 'channel.open' seen"). Numbers count up through 1–65,535 instead, so one comes back
-    only after some 65,000 opens.
+    ("CHANNEL_ERROR - second 'channel.open' seen"). Numbers count up through 1 to the broker's ``channel_max``
+    (65,535 when it sets none) instead, so one comes back only after that many opens.
     """
     channels: Any = getattr(connection, "channels", {})
+    limit = getattr(getattr(connection, "connection_tune", None), "channel_max", 0) or 65_535
     while True:
-        number = 1 + next(_channel_numbers) % 65_535
+        number = 1 + next(_channel_numbers) % limit
         if number not in channels:
             return number
 

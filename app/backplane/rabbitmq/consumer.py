@@ -350,4 +350,3 @@ class NodeConsumer:
             pause,
         )
         self._acks.requeue_later(channel, tag, pause)
-
