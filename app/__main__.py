@@ -59,13 +59,12 @@ def configure_logging(settings: Settings) -> None:
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
     logging.getLogger("aiormq").setLevel(max(logging.WARNING, settings.log_level_number))
-    logging.getLogger("aio_pika").setLevel(max(logging.WARNING, settings.log_level_number))
 
 
 def serve(settings: Settings) -> None:
     from aiohttp import web
 
-    from .server import create_app
+    from .server import create_app, request_grace
 
     legacy = os.environ.get("WARREN_SERVE_LEGACY") == "1"
     legacy_dir = Path(__file__).resolve().parent.parent / "tests" / "legacy" if legacy else None
@@ -82,7 +81,8 @@ def serve(settings: Settings) -> None:
         loop=loop,
         host=settings.host,
         port=settings.port,
-        shutdown_timeout=settings.shutdown_timeout_seconds,
+        # Only the wait for running requests: the rest of SHUTDOWN_TIMEOUT is shared out in app.server.
+        shutdown_timeout=request_grace(settings),
         print=None,
         access_log=None,
         handle_signals=True,

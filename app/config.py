@@ -37,6 +37,9 @@ class Settings:
     amqp_url: str | None = None
     #: The broker's management HTTP API (policies); default: the AMQP host on port 15672 with the same credentials.
     rabbitmq_management_url: str | None = None
+    #: How publishes are written: ``batched`` (many per socket write; relies on aiormq's channel internals, see
+    #: ``app.backplane.amqp``) or ``plain`` (aiormq's public ``basic_publish``, one write each).
+    amqp_publisher: str = "batched"
     node_id: str = "local"
     users_file: Path = Path("users.json")
     max_message_bytes: int = 64 * 1024
@@ -97,6 +100,7 @@ class Settings:
             secret_key_generated=generated,
             amqp_url=amqp_url,
             rabbitmq_management_url=_management_url(env),
+            amqp_publisher=_choice(env, "AMQP_PUBLISHER", "batched", ("batched", "plain")),
             node_id=_node_id(env),
             users_file=Path(_text(env, "USERS_FILE") or "users.json"),
             max_message_bytes=_integer(env, "MAX_MESSAGE_BYTES", 64 * 1024, 1, 16 * 1024 * 1024),

@@ -4,7 +4,7 @@ Start: the backplane connects and declares its topology, then the node serves (`
 Stop (SIGTERM, as a Heroku dyno restart sends): the listening socket closes first, then every SockJS session is
 told to reconnect (close code 4012) and its user leaves the hub — unbinding them, so mail sent from now on goes to
 mailboxes or to the nodes they reconnect to — then the backplane closes. The whole sequence is bounded by
-``SHUTDOWN_TIMEOUT`` (default 25 s, inside Heroku's 30 s grace).
+``SHUTDOWN_TIMEOUT`` (default 25 s, inside Heroku's 30 s grace): one budget that every step takes its share of.
 """
 
 from __future__ import annotations
@@ -148,11 +148,42 @@ async def _start_backplane(app: web.Application) -> None:
         )
 
 
+#: When the shutdown must be over (event loop time): set when it begins, read by each of its steps.
+_SHUTDOWN_DEADLINE = web.AppKey("shutdown_deadline", float)
+
+
+def request_grace(settings: Settings) -> float:
+    """The part of ``SHUTDOWN_TIMEOUT`` aiohttp waits for requests still running before cancelling them."""
+    return min(5.0, settings.shutdown_timeout_seconds * 0.2)
+
+
 async def _drain(app: web.Application) -> None:
-    log.info("node %s draining: closing SockJS sessions", app[SETTINGS].node_id)
-    await app[SOCKJS].close_all()
+    # One budget for the whole shutdown, as uvicorn's Server.shutdown: aiohttp has stopped accepting; here every
+    # client is told to reconnect and every user leaves at once; then aiohttp waits ``request_grace`` for running
+    # requests and cancels them; then the backplane hands back what was routed here in what is left.
+    settings = app[SETTINGS]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.shutdown_timeout_seconds
+    app[_SHUTDOWN_DEADLINE] = deadline
+    users = len(app[HUB].online_users())
+    log.info("node %s draining: closing SockJS sessions (%d users online)", settings.node_id, users)
+    try:
+        # A fifth of the budget stays for the backplane's hand-back.
+        async with asyncio.timeout_at(deadline - request_grace(settings) - settings.shutdown_timeout_seconds * 0.2):
+            await app[SOCKJS].close_all()
+    except TimeoutError:
+        log.warning("node %s: sessions still open at the end of their share of SHUTDOWN_TIMEOUT", settings.node_id)
+    else:
+        log.info(
+            "node %s: every session closed and %d users unbound in %.2f s",
+            settings.node_id,
+            users,
+            loop.time() - deadline + settings.shutdown_timeout_seconds,
+        )
 
 
 async def _stop_backplane(app: web.Application) -> None:
-    await app[BACKPLANE].close()
+    deadline = app.get(_SHUTDOWN_DEADLINE)
+    within = None if deadline is None else max(0.0, deadline - asyncio.get_running_loop().time())
+    await app[BACKPLANE].close(within=within)
     log.info("node %s stopped", app[SETTINGS].node_id)

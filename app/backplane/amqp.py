@@ -16,19 +16,39 @@ gets the channel's next delivery tag and a future in ``channel.confirmations`` (
 Order: messages are written, and numbered, in the order of the ``publish`` calls, and delivery tags are assigned
 in the same synchronous step that queues the frames for the writer. So nothing else may publish on the channel
 (its tags would interleave with ours): the backplane publishes everything on its publish channel through here.
+
+**The reliance on aiormq's internals is explicit**: ``AIORMQ_CHANNEL_STATE`` names every private attribute the
+batched publisher reads or writes, with its expected type, and ``aiormq_state_problems`` checks a live channel
+against it (``ConfirmingPublisher`` refuses to start on a mismatch, naming the fix). ``make test-newest-deps``
+runs the backplane tests on the newest aiormq, so a release that changes this is seen the day it ships.
+``PlainPublisher`` is the same interface over aiormq's public ``basic_publish`` (one write per message), chosen
+with ``AMQP_PUBLISHER=plain``: the fallback when the check fails, and the baseline for the batched one's figures.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import importlib.metadata
 import struct
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 import aiormq
 from aiormq.abc import ChannelFrame
 from aiormq.exceptions import ChannelInvalidStateError
+from pamqp import commands as spec
 
-__all__ = ["ConfirmingPublisher", "encode_publish"]
+__all__ = [
+    "AIORMQ_CHANNEL_STATE",
+    "ConfirmingPublisher",
+    "IncompatibleAiormq",
+    "PlainPublisher",
+    "Publisher",
+    "aiormq_state_problems",
+    "encode_publish",
+    "make_publisher",
+]
 
 _FRAME_END = b"\xce"
 #: Frame header (type, channel, size) + Basic.Publish's class, method and reserved short.
@@ -106,27 +126,140 @@ def encode_publish(
     return b"".join(parts)
 
 
-#: The parts of aiormq's ``Channel`` the publisher uses besides its public methods.
-_AIORMQ_STATE = ("confirmations", "message_id_delivery_tag", "delivery_tag", "write_queue", "max_content_size")
+#: The private parts of aiormq's ``Channel`` that ``ConfirmingPublisher`` reads or writes, and their types:
+#: the futures of unconfirmed publishes by delivery tag, delivery tags by message id (``basic.return``), the last
+#: delivery tag, the queue of the connection's writer, the largest body frame. Plus ``ChannelFrame``'s fields.
+AIORMQ_CHANNEL_STATE: dict[str, type] = {
+    "confirmations": dict,
+    "message_id_delivery_tag": dict,
+    "delivery_tag": int,
+    "write_queue": asyncio.Queue,
+    "max_content_size": int,
+}
+_CHANNEL_FRAME_FIELDS = {"payload", "should_close"}
 
 
-class ConfirmingPublisher:
+class IncompatibleAiormq(RuntimeError):
+    """The installed aiormq keeps its channel state differently from what ``ConfirmingPublisher`` relies on."""
+
+
+def aiormq_state_problems(channel: object) -> list[str]:
+    """What of ``AIORMQ_CHANNEL_STATE`` (and ``ChannelFrame``'s fields) ``channel`` lacks; empty when it fits."""
+    problems = []
+    for name, kind in AIORMQ_CHANNEL_STATE.items():
+        if not hasattr(channel, name):
+            problems.append(f"Channel.{name} is missing")
+        elif not isinstance(getattr(channel, name), kind):
+            problems.append(f"Channel.{name} is a {type(getattr(channel, name)).__name__}, not a {kind.__name__}")
+    is_dataclass = dataclasses.is_dataclass(ChannelFrame)
+    fields = {field.name for field in dataclasses.fields(ChannelFrame)} if is_dataclass else set()
+    if not _CHANNEL_FRAME_FIELDS <= fields:
+        problems.append(f"ChannelFrame has no field(s) {', '.join(sorted(_CHANNEL_FRAME_FIELDS - fields))}")
+    return problems
+
+
+class Publisher(Protocol):
     """Publishes with confirms on one aiormq channel (opened with ``publisher_confirms`` and ``on_return_raises``).
 
-    ``publish`` queues the message and returns a future for the broker's answer; the frames of every message
-    queued during one turn of the event loop go to the connection's writer as one write, right after it. The
-    future resolves on ``basic.ack`` and fails with aiormq's ``DeliveryError`` (nack), ``PublishError`` (returned)
-    or the channel's close reason. A future cancelled before its turn's write is left out of it, so that message
-    is never sent. Once the channel is closed, make a new publisher for its successor.
+    ``publish`` queues one message and returns a future for the broker's answer, in call order: it resolves on
+    ``basic.ack`` and fails with aiormq's ``DeliveryError`` (nack), ``PublishError`` (returned) or the channel's
+    close reason. A future cancelled before the message was written means it is never sent. Await the future,
+    then call ``forget`` however the wait ended. Once the channel is closed, make a new publisher for its successor.
+    """
+
+    channel: aiormq.Channel
+
+    def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str,
+        mandatory: bool = True,
+        content_type: str | None = None,
+        delivery_mode: int | None = None,
+        timestamp: int | None = None,
+        message_type: str | None = None,
+        app_id: str | None = None,
+    ) -> asyncio.Future[Any]: ...
+
+    def forget(self, message_id: str, future: asyncio.Future[Any]) -> None: ...
+
+
+#: ``AMQP_PUBLISHER`` values.
+PUBLISHERS = ("batched", "plain")
+
+
+def make_publisher(kind: str, channel: aiormq.Channel) -> Publisher:
+    """``batched`` (``ConfirmingPublisher``) or ``plain`` (``PlainPublisher``) on ``channel``."""
+    if kind == "plain":
+        return PlainPublisher(channel)
+    if kind == "batched":
+        return ConfirmingPublisher(channel)
+    raise ValueError(f"unknown publisher {kind!r}: use one of {', '.join(PUBLISHERS)}")
+
+
+class PlainPublisher:
+    """``Publisher`` over aiormq's public ``Channel.basic_publish``: one pamqp-marshalled write per message.
+
+    Each publish runs in a task of its own; tasks start in creation order and aiormq numbers publishes under the
+    channel's lock in the order they take it, so the call order is kept. aiormq forgets returns by itself.
     """
 
     def __init__(self, channel: aiormq.Channel) -> None:
         if not channel.publisher_confirms:
+            raise ValueError("PlainPublisher needs a channel with publisher confirms")
+        self.channel = channel
+
+    def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str,
+        mandatory: bool = True,
+        content_type: str | None = None,
+        delivery_mode: int | None = None,
+        timestamp: int | None = None,
+        message_type: str | None = None,
+        app_id: str | None = None,
+    ) -> asyncio.Future[Any]:
+        if self.channel.is_closed:
+            raise ChannelInvalidStateError(f"{self.channel!r} closed")
+        properties = spec.Basic.Properties(
+            content_type=content_type,
+            delivery_mode=delivery_mode,
+            message_id=message_id,
+            timestamp=datetime.fromtimestamp(timestamp, UTC) if timestamp is not None else None,
+            message_type=message_type,
+            app_id=app_id,
+        )
+        return asyncio.ensure_future(
+            self.channel.basic_publish(
+                body, exchange=exchange, routing_key=routing_key, properties=properties, mandatory=mandatory, wait=False
+            )
+        )
+
+    def forget(self, message_id: str, future: asyncio.Future[Any]) -> None:
+        return
+
+
+class ConfirmingPublisher:
+    """``Publisher`` that writes the frames of every message queued during one turn of the event loop to the
+    connection's writer as one write, right after it (a future cancelled before that write is left out of it)."""
+
+    def __init__(self, channel: aiormq.Channel) -> None:
+        if not channel.publisher_confirms:
             raise ValueError("ConfirmingPublisher needs a channel with publisher confirms")
-        missing = [name for name in _AIORMQ_STATE if not hasattr(channel, name)]
-        if missing:
-            # Fail at start-up, not with unconfirmed messages: this relies on aiormq 7's channel bookkeeping.
-            raise RuntimeError(f"aiormq's Channel has no {', '.join(missing)} here; Warren needs aiormq 7")
+        problems = aiormq_state_problems(channel)
+        if problems:
+            # Fail at start-up, not with unconfirmed messages.
+            raise IncompatibleAiormq(
+                f"aiormq {importlib.metadata.version('aiormq')} keeps its channel state differently "
+                f"({'; '.join(problems)}): set AMQP_PUBLISHER=plain, or install the aiormq version in setup.cfg"
+            )
         self.channel = channel
         self._loop = asyncio.get_running_loop()
         self._max_body_frame = channel.max_content_size

@@ -92,7 +92,7 @@ class MemoryBackplane(Backplane):
     async def start(self, inbox: Inbox) -> None:
         self._inbox = inbox
 
-    async def close(self) -> None:
+    async def close(self, *, within: float | None = None) -> None:
         self._bound.clear()
         self._inbox = None
 

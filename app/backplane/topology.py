@@ -22,6 +22,7 @@ of argument and policy would win, so operators could never raise a limit in the 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
@@ -29,10 +30,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import aio_pika
 import aiohttp
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractExchange, ExchangeType
+from aiormq.abc import AbstractChannel
 from yarl import URL
 
 from ..config import Settings
@@ -199,34 +199,26 @@ def definitions(
     }
 
 
-async def declare_topology(
-    channel: AbstractChannel, topology: Topology = DEFAULT_TOPOLOGY
-) -> tuple[AbstractExchange, AbstractExchange]:
-    """Declare both exchanges (idempotent); returns ``(messages, mailbox)``.
+async def declare_topology(channel: AbstractChannel, topology: Topology = DEFAULT_TOPOLOGY) -> None:
+    """Declare both exchanges (idempotent).
 
     The arguments must equal those in ``definitions``: RabbitMQ refuses a redeclaration whose alternate exchange
     differs from the existing one.
     """
-    mailbox = await channel.declare_exchange(topology.mailbox_exchange, ExchangeType.DIRECT, durable=True)
-    messages = await channel.declare_exchange(
+    await channel.exchange_declare(topology.mailbox_exchange, exchange_type="direct", durable=True)
+    await channel.exchange_declare(
         topology.messages_exchange,
-        ExchangeType.TOPIC,
+        exchange_type="topic",
         durable=True,
         arguments={"alternate-exchange": topology.mailbox_exchange},
     )
-    return messages, mailbox
 
 
 async def declare_mailbox(channel: AbstractChannel, user: str, topology: Topology = DEFAULT_TOPOLOGY) -> None:
-    """Create ``user``'s mailbox and bind it, if missing.
-
-    Goes through the underlying channel on purpose: a robust channel would remember the queue and re-create every
-    mailbox it ever declared after each reconnect.
-    """
-    raw = await channel.get_underlay_channel()
+    """Create ``user``'s mailbox and bind it, if missing."""
     name = topology.mailbox_queue_name(user)
-    await raw.queue_declare(name, durable=True)
-    await raw.queue_bind(name, topology.mailbox_exchange, routing_key=routing_key(user))
+    await channel.queue_declare(name, durable=True)
+    await channel.queue_bind(name, topology.mailbox_exchange, routing_key=routing_key(user))
 
 
 # -- the management HTTP API: policies can only be set there (or with rabbitmqctl), not over AMQP ----------------
@@ -325,14 +317,14 @@ async def setup_broker(
         raise ConfigurationError("AMQP_URL is not set: there is no broker to set up")
     report: list[str] = []
     try:
-        connection = await aio_pika.connect(
-            settings.amqp_url, timeout=10, client_properties={"connection_name": f"{settings.node_id} setup"}
-        )
-        try:
-            channel = await connection.channel()
-            await declare_topology(channel, topology)
-        finally:
-            await connection.close()
+        async with asyncio.timeout(10):
+            connection = await aiormq.connect(
+                settings.amqp_url, client_properties={"connection_name": f"{settings.node_id} setup"}
+            )
+            try:
+                await declare_topology(await connection.channel(), topology)
+            finally:
+                await connection.close()
     except (TimeoutError, aiormq.exceptions.AMQPError, ConnectionError, OSError) as exc:
         raise BackplaneUnavailable(
             f"could not declare Warren's exchanges on RabbitMQ: {exc or type(exc).__name__}"

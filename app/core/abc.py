@@ -22,11 +22,14 @@ The contract every backplane keeps:
   backplane enforces a sender's share (``MailboxQuota.sender_share``; the memory backplane does), ``publish`` past
   it raises ``MailboxShareFull`` (a ``MailboxFull``) for that sender only; ``store`` (mail put back, accepted
   before) is bounded by the mailbox's limits only. Mail taken from a mailbox gives its room back, the share too.
+* ``unbind_all`` (shutdown) unbinds everyone at once; the whole shutdown (``close`` included) fits in the time
+  the caller gives it.
 """
 
 from __future__ import annotations
 
 import abc
+import asyncio
 import enum
 from collections.abc import Sequence
 from typing import Protocol
@@ -77,8 +80,9 @@ class Backplane(abc.ABC):
         """Connect, declare what is needed and begin handing this node's envelopes to ``inbox``."""
 
     @abc.abstractmethod
-    async def close(self) -> None:
-        """Stop consuming and disconnect. Bound users are unbound; their in-flight mail goes to mailboxes."""
+    async def close(self, *, within: float | None = None) -> None:
+        """Stop consuming and disconnect, within ``within`` seconds (default: ``SHUTDOWN_TIMEOUT``). Bound users
+        are unbound; their in-flight mail goes to mailboxes."""
 
     @property
     @abc.abstractmethod
@@ -92,6 +96,13 @@ class Backplane(abc.ABC):
     @abc.abstractmethod
     async def unbind(self, user: str) -> None:
         """Stop routing ``user``'s messages here (called after the user's last local connection closed)."""
+
+    async def unbind_all(self, users: Sequence[str]) -> None:
+        """Shutdown: stop routing every user bound here to this node, all at once, and return once what was
+        routed here before has been handed to the inbox (as ``settle_routed``). Binds may be refused afterwards.
+        This default unbinds ``users`` in parallel."""
+        await asyncio.gather(*(self.unbind(user) for user in users))
+        await self.settle_routed()
 
     @abc.abstractmethod
     async def settle_routed(self) -> None:
@@ -111,7 +122,8 @@ class Backplane(abc.ABC):
     @abc.abstractmethod
     async def store(self, envelope: Envelope) -> None:
         """Write ``envelope`` straight into its receiver's mailbox (mail a node could not deliver); raises
-        ``MailboxFull`` when the mailbox is at one of its bounds (nothing in it is dropped)."""
+        ``MailboxFull`` when the mailbox is at one of its bounds (nothing in it is dropped), or
+        ``BackplaneUnavailable``."""
 
     @abc.abstractmethod
     async def fetch_mail(self, user: str, max_count: int) -> MailBatch:

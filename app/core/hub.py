@@ -37,13 +37,13 @@ import bisect
 import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .abc import Backplane, PublishResult, Subscriber, UserDirectory
 from .envelope import Envelope
-from .errors import InvalidMessage, MessageTooLarge, RateLimited, TooManySessions, UnknownUser
+from .errors import BackplaneUnavailable, InvalidMessage, MessageTooLarge, RateLimited, TooManySessions, UnknownUser
+from .keyed_lock import KeyedLock
 from .limits import RateLimiter
 from .pacing import Pacer
 
@@ -153,10 +153,13 @@ class Hub:
         #: reconnect storm is spread over loop iterations instead of stalling them (``app.core.pacing``).
         self.pacer = Pacer()
         self._presence: dict[str, _Presence] = {}
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        #: One lock per user while anyone needs it, so bind, drain and unbind of one user never interleave.
+        self._user_locks = KeyedLock()
         # Per user, envelopes on their way back to the mailbox in order, and the task writing them.
         self._returning: dict[str, list[Envelope]] = {}
         self._returning_done: dict[str, asyncio.Task[None]] = {}
+        #: Set by ``leave_all`` (shutdown): nobody comes online here any more.
+        self._leaving_all = False
 
     # -- what transports call -------------------------------------------------------------------------------
 
@@ -198,46 +201,47 @@ class Hub:
     async def subscribe(self, subscriber: Subscriber) -> None:
         """Bring ``subscriber`` online: bind its user here if it is the first, then drain their mailbox."""
         user = subscriber.user
-        with self._user_lock(user) as lock:
-            async with lock:
-                presence = self._presence.get(user)
-                if presence is not None and presence.subscribers:
-                    if len(presence.subscribers) >= self.max_sessions_per_user:
-                        raise TooManySessions(user, self.max_sessions_per_user)
-                    presence.subscribers.append(subscriber)
-                    return
-                if presence is not None:
-                    # The user's last connection here is leaving (still bound, its mail on the way back to the
-                    # mailbox): take its place, and drain once that mail is stored.
-                    presence.subscribers.append(subscriber)
-                    presence.held = []
-                    await self._mailbox_flushed(user)
-                else:
-                    presence = _Presence([subscriber])
-                    self._presence[user] = presence
-                    try:
-                        await self._mailbox_flushed(user)
-                        await self.backplane.bind(user)
-                    except BaseException:
-                        del self._presence[user]
-                        raise
+        if self._leaving_all:
+            raise BackplaneUnavailable("this node is shutting down: reconnect to another one")
+        async with self._user_locks.hold(user):
+            presence = self._presence.get(user)
+            if presence is not None and presence.subscribers:
+                if len(presence.subscribers) >= self.max_sessions_per_user:
+                    raise TooManySessions(user, self.max_sessions_per_user)
+                presence.subscribers.append(subscriber)
+                return
+            if presence is not None:
+                # The user's last connection here is leaving (still bound, its mail on the way back to the
+                # mailbox): take its place, and drain once that mail is stored.
+                presence.subscribers.append(subscriber)
+                presence.held = []
+                await self._mailbox_flushed(user)
+            else:
+                presence = _Presence([subscriber])
+                self._presence[user] = presence
                 try:
-                    # Hundreds of binds complete in one burst of broker replies during a reconnect storm.
-                    await self.pacer.turn()
-                    await self._drain_mailbox(user, presence)
-                    # Live mail that arrived during the drain, with flow control; what arrives meanwhile queues
-                    # behind it in ``held``, so nothing overtakes.
-                    while presence.held and presence.subscribers:
-                        envelope = presence.held.pop(0)
-                        if not self._push(presence, envelope):
-                            await self._to_mailbox(envelope)
-                        for subscriber in list(presence.subscribers):
-                            await subscriber.ready_for_more()
-                finally:
-                    held, presence.held = presence.held or [], None
-                    for envelope in held:
-                        if not self._push(presence, envelope):
-                            await self._to_mailbox(envelope)
+                    await self._mailbox_flushed(user)
+                    await self.backplane.bind(user)
+                except BaseException:
+                    del self._presence[user]
+                    raise
+            try:
+                # Hundreds of binds complete in one burst of broker replies during a reconnect storm.
+                await self.pacer.turn()
+                await self._drain_mailbox(user, presence)
+                # Live mail that arrived during the drain, with flow control; what arrives meanwhile queues
+                # behind it in ``held``, so nothing overtakes.
+                while presence.held and presence.subscribers:
+                    envelope = presence.held.pop(0)
+                    if not self._push(presence, envelope):
+                        await self._to_mailbox(envelope)
+                    for subscriber in list(presence.subscribers):
+                        await subscriber.ready_for_more()
+            finally:
+                held, presence.held = presence.held or [], None
+                for envelope in held:
+                    if not self._push(presence, envelope):
+                        await self._to_mailbox(envelope)
 
     def leave_now(self, subscriber: Subscriber) -> None:
         """The part of leaving that cannot wait: nothing more is pushed to ``subscriber``, and what it had not
@@ -264,21 +268,42 @@ class Hub:
         """Take ``subscriber`` offline; what it had not received goes back to the mailbox, in order."""
         user = subscriber.user
         self.leave_now(subscriber)
-        with self._user_lock(user) as lock:
-            async with lock:
-                # Returned mail is in the mailbox before the unbind: mail published after the unbind goes there
-                # straight (alternate exchange) and must not overtake it. Under the lock: a subscribe of the same
-                # user waits, and its drain then finds all of it.
+        async with self._user_locks.hold(user):
+            # Returned mail is in the mailbox before the unbind: mail published after the unbind goes there
+            # straight (alternate exchange) and must not overtake it. Under the lock: a subscribe of the same
+            # user waits, and its drain then finds all of it.
+            await self._mailbox_flushed(user)
+            presence = self._presence.get(user)
+            if presence is not None and not presence.subscribers:
+                del self._presence[user]
+                await self.backplane.unbind(user)
+                # Mail routed here before the unbind may still be in flight; this node moves it to the mailbox
+                # as it arrives. A subscribe of the same user waits for this lock, so its drain must find that
+                # mail there too, or it would arrive live after newer mail drained from the mailbox.
+                await self.backplane.settle_routed()
                 await self._mailbox_flushed(user)
-                presence = self._presence.get(user)
-                if presence is not None and not presence.subscribers:
-                    del self._presence[user]
-                    await self.backplane.unbind(user)
-                    # Mail routed here before the unbind may still be in flight; this node moves it to the mailbox
-                    # as it arrives. A subscribe of the same user waits for this lock, so its drain must find that
-                    # mail there too, or it would arrive live after newer mail drained from the mailbox.
-                    await self.backplane.settle_routed()
-                    await self._mailbox_flushed(user)
+
+    async def leave_all(self) -> None:
+        """Shutdown: every user here goes offline at once, not one connection at a time.
+
+        Nobody may subscribe from now on. Every connection's unreceived mail is queued for the mailbox and stored
+        before the unbind (later mail goes there straight and must not overtake it); then every user is unbound
+        with one ``Backplane.unbind_all``, which returns once what was routed here meanwhile reached the inbox
+        (which moves it to the mailboxes). Connections closing afterwards leave nothing to undo.
+        """
+        self._leaving_all = True
+        users = list(self._presence)
+        for user in users:
+            presence = self._presence.pop(user)
+            # Emptied first, so that no connection's returned mail is offered to another one that is leaving too.
+            subscribers, presence.subscribers = presence.subscribers, []
+            returned = [envelope for subscriber in subscribers for envelope in subscriber.take_unacknowledged()]
+            if returned:
+                self.stats.returned_unacked += len(returned)
+                self._queue_for_mailbox(user, returned)
+        await asyncio.gather(*(self._mailbox_flushed(user) for user in users))
+        await self.backplane.unbind_all(users)
+        await asyncio.gather(*(self._mailbox_flushed(user) for user in list(self._returning_done)))
 
     async def pull_mail(self, user: str, max_count: int, max_bytes: int = BATCH_BYTES) -> list[Envelope]:
         """Take and remove up to ``max_count`` of ``user``'s mailbox envelopes, about ``max_bytes`` of them as
@@ -394,20 +419,6 @@ class Hub:
         task = self._returning_done.get(user)
         if task is not None:
             await asyncio.shield(task)
-
-    @contextmanager
-    def _user_lock(self, user: str) -> Iterator[asyncio.Lock]:
-        # One lock per user while anyone needs it, so bind, drain and unbind of one user never interleave.
-        lock, users = self._locks.get(user) or (asyncio.Lock(), 0)
-        self._locks[user] = (lock, users + 1)
-        try:
-            yield lock
-        finally:
-            lock, users = self._locks[user]
-            if users == 1:
-                del self._locks[user]
-            else:
-                self._locks[user] = (lock, users - 1)
 
 
 def stored_size(content: str) -> int:

@@ -20,8 +20,9 @@ What Warren adds on top of the generic SockJS layer (``endpoint`` and ``session`
   abandoned before the server could tell (no FIN seen yet) — at-most-once past the write, as ``ack:auto``
   means. A message handed back that the client did read comes again with the same id; clients drop duplicates
   by id, and those that must not lose anything use ``ack:client-individual``.
-* **Shutdown.** ``close_all`` tells every client to reconnect (4012), gives receivers a moment to write that, and
-  ends every session, so mail nobody fetched reaches a mailbox before the backplane closes.
+* **Shutdown.** ``close_all`` tells every client to reconnect (4012), takes every user offline at once
+  (``Hub.leave_all``), gives receivers a moment to write the close, and ends every session, so mail nobody fetched
+  reaches a mailbox before the backplane closes.
 """
 
 from __future__ import annotations
@@ -135,6 +136,10 @@ class WarrenSessionManager(SessionManager):
         """Shutdown: refuse new sessions, tell every client to reconnect elsewhere, leave the hub."""
         self.accepting = False
         sessions = self.open_sessions()
+        for session in sessions:
+            session.close(CloseCode.SHUTTING_DOWN, "server shutting down, reconnect")
+        # Every user leaves at once (one unbind of everyone, one marker), not one session after another.
+        await self.hub.leave_all()
         for session in sessions:
             assert session.stomp is not None
             await session.stomp.shutdown()

@@ -28,6 +28,8 @@ from app.core.envelope import Envelope
 
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 MANAGEMENT_URL = os.environ.get("TEST_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672")
+#: The publisher every backplane test uses unless it says otherwise (``AMQP_PUBLISHER``: batched or plain).
+PUBLISHER = os.environ.get("TEST_AMQP_PUBLISHER", "batched")
 #: Generous: a CI broker under load can take a while, and every wait ends as soon as its condition holds.
 DEADLINE = 15.0
 
@@ -291,6 +293,7 @@ async def make_rabbit(topology: Topology) -> AsyncIterator[RabbitFactory]:
         mailbox_ttl: float = 3600.0,
         mailbox_max_bytes: int = 10 * 1024 * 1024,
         start: bool = True,
+        publisher: str = PUBLISHER,
         **options: Any,
     ) -> tuple[RabbitMQBackplane, Any]:
         settings = Settings(
@@ -300,6 +303,7 @@ async def make_rabbit(topology: Topology) -> AsyncIterator[RabbitFactory]:
             mailbox_ttl=mailbox_ttl,
             mailbox_max_bytes=mailbox_max_bytes,
             shutdown_timeout_seconds=10.0,
+            amqp_publisher=publisher,
         )
         options.setdefault("management_url", MANAGEMENT_URL)
         backplane = RabbitMQBackplane(settings, topology=topology, **options)

@@ -24,13 +24,22 @@ NodeFactory = Callable[..., Awaitable[Node]]
 ODD_NAMES = ["a.b", "a*", "#", "*.x", "ü", "a_2e_b", "a", "b", "a.b.c", "a_b", "*", "a#", "user.a", "ü" * 64]
 
 
-@pytest.fixture(params=["memory", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
+        pytest.param("rabbitmq-plain", marks=pytest.mark.rabbitmq),
+    ]
+)
 def make_node(request: pytest.FixtureRequest) -> NodeFactory:
-    if request.param == "rabbitmq":
+    if request.param.startswith("rabbitmq"):
         make_rabbit = request.getfixturevalue("make_rabbit")
+        publisher = "plain" if request.param == "rabbitmq-plain" else "batched"
 
         async def make_rabbit_node(*, mailbox_max: int = 1000, mailbox_max_bytes: int = 10 * 1024 * 1024) -> Node:
-            backplane, inbox = await make_rabbit(mailbox_max=mailbox_max, mailbox_max_bytes=mailbox_max_bytes)
+            backplane, inbox = await make_rabbit(
+                mailbox_max=mailbox_max, mailbox_max_bytes=mailbox_max_bytes, publisher=publisher
+            )
             return backplane, inbox
 
         return make_rabbit_node
@@ -152,12 +161,27 @@ async def test_a_mailbox_full_in_bytes_refuses_publish_and_keeps_its_mail(make_n
     await publish_all(backplane, "gail", [f"4{escaped}"])  # read mail makes room again
 
 
-async def test_a_full_mailbox_refuses_store_and_never_drops_old_mail(make_node: NodeFactory) -> None:
+async def test_a_full_mailbox_refuses_store_too_and_keeps_what_it_holds(make_node: NodeFactory) -> None:
+    """The contract (``app.core.abc``): a full mailbox refuses with ``MailboxFull``; no backplane drops old mail."""
     backplane, _ = await make_node(mailbox_max=2)
-    await publish_all(backplane, "hank", ["m0", "m1"])
-    with pytest.raises(MailboxFull):
-        await backplane.store(message("hank", "put back"))
-    assert [e.content for e in await read_mailbox(backplane, "hank")] == ["m0", "m1"]
+    await publish_all(backplane, "fern", ["m0", "m1"])
+    with pytest.raises(MailboxFull) as refused:
+        await backplane.store(message("fern", "put back"))
+    assert refused.value.username == "fern"
+    assert [e.content for e in await read_mailbox(backplane, "fern")] == ["m0", "m1"]
+
+
+async def test_unbind_all_sends_everyones_mail_to_their_mailboxes(make_node: NodeFactory) -> None:
+    backplane, inbox = await make_node()
+    users = [f"u{i}" for i in range(30)]
+    for user in users:
+        await backplane.bind(user)
+    await backplane.unbind_all(users)
+    for user in users:
+        await publish_all(backplane, user, [f"for {user}"])
+    for user in users:
+        assert [e.content for e in await read_mailbox(backplane, user)] == [f"for {user}"]
+    assert inbox.envelopes == []
 
 
 async def test_store_puts_an_envelope_in_the_mailbox_unchanged(make_node: NodeFactory) -> None:

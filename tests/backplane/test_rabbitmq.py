@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from app.backplane import rabbitmq
-from app.backplane.rabbitmq import RabbitMQBackplane
+from app.backplane.rabbitmq import RabbitMQBackplane, RetryPolicy
 from app.backplane.topology import MailboxLimits, Topology, definitions, policy_document, routing_key, setup_broker
 from app.config import Settings
 from app.core.envelope import Envelope
@@ -368,10 +367,8 @@ async def test_a_failed_delivery_is_redelivered(make_rabbit: RabbitFactory) -> N
 
 
 async def test_a_delivery_that_keeps_failing_holds_up_nobody_and_is_dropped_in_the_end(
-    make_rabbit: RabbitFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    make_rabbit: RabbitFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(rabbitmq, "MAX_DELIVERY_ATTEMPTS", 3)
-    monkeypatch.setattr(rabbitmq, "_FIRST_RETRY_PAUSE", 1.0)
 
     class Refusing(RecordingInbox):
         async def deliver(self, envelope: Envelope) -> None:
@@ -380,7 +377,7 @@ async def test_a_delivery_that_keeps_failing_holds_up_nobody_and_is_dropped_in_t
                 raise MailboxFull("stuck")
             await super().deliver(envelope)
 
-    node, inbox = await make_rabbit(inbox=Refusing())
+    node, inbox = await make_rabbit(inbox=Refusing(), retries=RetryPolicy(max_attempts=3, first_pause=1.0))
     await node.bind("stuck")
     await node.bind("free")
     await node.publish(envelope("stuck", "cannot go anywhere"))

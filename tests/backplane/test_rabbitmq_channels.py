@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from aiormq.exceptions import ChannelNotFoundEntity
 
 from app.backplane.rabbitmq import RabbitMQBackplane
+from app.backplane.rabbitmq.channels import ChannelPool
 from app.core.envelope import Envelope
 
 from .conftest import RabbitFactory
@@ -84,15 +86,33 @@ async def test_many_users_bind_probe_and_unbind_in_parallel(make_rabbit: RabbitF
 
 async def test_a_timed_out_call_does_not_leave_its_channel_dead(make_rabbit: RabbitFactory) -> None:
     node, _ = await make_rabbit()
-    pool = node._control_pool
-    assert pool is not None
-    async with pool.lend() as channel:
+    pool = ChannelPool("test", 1, 5.0, node.link.current)
+    async with pool.lend() as first:
         pass
     # A call that times out: aiormq closes its channel. The pool must not lend that channel again.
     with pytest.raises(TimeoutError):
         async with pool.lend() as channel, asyncio.timeout(0):
             await channel.queue_declare("amq.rabbitmq.trace-nope", passive=True)
+    assert channel is first
+    for _ in range(20):
+        async with pool.lend() as channel:
+            assert channel is not first and not channel.is_closed
+            await channel.queue_declare(node.consumer.queue, passive=True)
+    await pool.close()
     for _ in range(20):
         await node.bind("gina")
         await node.unbind("gina")
     assert node.ready
+
+
+async def test_a_missing_mailbox_probe_is_replaced_without_closing_the_connection(make_rabbit: RabbitFactory) -> None:
+    node, _ = await make_rabbit()
+    pool = ChannelPool("test", 2, 5.0, node.link.current)
+    connection = node.link.connection
+    # Every probe of a missing queue makes the broker close its channel (404); numbers never come back soon.
+    for i in range(300):
+        with pytest.raises(ChannelNotFoundEntity):
+            async with pool.lend() as channel:
+                await channel.queue_declare(f"missing-{i}", passive=True)
+    assert node.link.connection is connection and not connection.is_closed
+    await pool.close()

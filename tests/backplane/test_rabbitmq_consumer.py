@@ -8,8 +8,11 @@ import pytest
 from aiormq.abc import AbstractChannel
 
 from app.backplane.rabbitmq import ACK_BATCH, RabbitMQBackplane
+from app.backplane.rabbitmq.channels import open_channel
+from app.backplane.rabbitmq.consumer import CONSUME_CHANNEL
 from app.backplane.topology import Topology
 from app.core.envelope import Envelope
+from app.core.errors import BackplaneUnavailable
 
 from .conftest import BrokerAdmin, RabbitFactory, envelope, eventually, unique
 
@@ -17,8 +20,7 @@ pytestmark = pytest.mark.rabbitmq
 
 
 async def consume_channel(node: RabbitMQBackplane) -> AbstractChannel:
-    assert node._consume_channel is not None
-    return await node._consume_channel.get_underlay_channel()
+    return node.link.channel(CONSUME_CHANNEL)
 
 
 async def test_a_short_batch_is_acknowledged_soon(
@@ -56,9 +58,11 @@ async def test_the_consumer_comes_back_when_the_broker_closes_its_channel(make_r
     await old.basic_ack(1_000_000)
 
     async def reopened() -> bool:
-        channel = await consume_channel(node)
-        consumers = getattr(channel, "consumers", {})
-        return channel is not old and not channel.is_closed and node._consumer_tag in consumers
+        try:
+            channel = await consume_channel(node)
+        except BackplaneUnavailable:
+            return False
+        return channel is not old and not channel.is_closed and node.consumer.consuming
 
     await eventually(reopened, what="the consume channel to be reopened with the consumer on it")
     assert node.ready
@@ -85,9 +89,11 @@ async def test_a_deleted_node_queue_is_declared_again_with_its_bindings(
     await sender.publish(envelope("cy", "before"))
     await inbox.wait_for(1)
 
-    assert node._control_pool is not None
-    async with node._control_pool.lend() as raw:
-        await raw.queue_delete(topology.node_queue_name(node_id))
+    # The queue is exclusive: only a channel on the node's own connection may delete it.
+    assert node.link.connection is not None
+    raw = await open_channel(node.link.connection, 5.0)
+    await raw.queue_delete(topology.node_queue_name(node_id))
+    await raw.close()
 
     async def bound_again() -> bool:
         return bool(await admin.binding_keys(topology.node_queue_name(node_id)))
