@@ -31,6 +31,7 @@ from .attack_target import (
     latency_summary,
     mib,
     running,
+    set_priority,
 )
 from .common import cpu_seconds, log
 
@@ -139,25 +140,35 @@ async def anonymous_sessions(target: Target, *, count: int, hold: float, nofile:
 #: A STOMP CONNECT whose header block never ends: 128 KiB, below today's header bound (33 * 4 KiB).
 HEADER_PREFIX = "CONNECT\naccept-version:1.2\nhost:127.0.0.1\nx-pad:"
 UNTERMINATED_HEADER = HEADER_PREFIX + "a" * (128 * 1024 - len(HEADER_PREFIX))
+SHORT_HEADER = HEADER_PREFIX + "a" * (1000 - len(HEADER_PREFIX))
 #: Empty SockJS messages: each one is a parser feed, and adds nothing that would trip a size bound.
 WS_TINY_MESSAGES = 10_000
 XHR_BODY_BYTES = 25_000
 
 
 async def _ws_parser_attack(http: aiohttp.ClientSession, base: str) -> tuple[float | None, str, HeldWebSocket]:
-    session = HeldWebSocket(http, base)
-    outcome = await session.open()
-    if outcome != "open":
-        return None, f"session not opened: {outcome}", session
-    await session.send([UNTERMINATED_HEADER])
-    await asyncio.sleep(0.5)
-    if session.held.closed_at is not None:
-        return None, f"header refused: {session.held.how}", session
+    """The 128 KiB header, then the frame. A node that refuses that header at once is tried again with a 1 KB one
+    (within any header bound): the frame of many messages must not stall it either."""
+    refusals: list[str] = []
+    for header in (UNTERMINATED_HEADER, SHORT_HEADER):
+        session = HeldWebSocket(http, base)
+        outcome = await session.open()
+        if outcome != "open":
+            return None, f"session not opened: {outcome}", session
+        await session.send([header])
+        await asyncio.sleep(0.5)
+        if session.held.closed_at is None:
+            break
+        refusals.append(f"{len(header):,} B header refused: {session.held.how}")
+        await session.close()
+    else:
+        return None, "; ".join(refusals), session
     frame = json.dumps([""] * WS_TINY_MESSAGES, separators=(",", ":"))
     attack_at = time.monotonic()
     if not await session.send([""] * WS_TINY_MESSAGES):
-        return None, "connection gone before the frame", session
-    return attack_at, f"one {len(frame) / 1000:.0f} KB frame of {WS_TINY_MESSAGES:,} messages sent", session
+        return None, "; ".join([*refusals, "connection gone before the frame"]), session
+    sent = f"{len(header):,} B header, then one {len(frame) / 1000:.0f} KB frame of {WS_TINY_MESSAGES:,}"
+    return attack_at, "; ".join([*refusals, f"{sent} messages"]), session
 
 
 async def _xhr_parser_attack(
@@ -272,7 +283,8 @@ async def sign_in_flood(target: Target, *, seconds: float = 10.0) -> list[Row]:
                 cwd=HARNESS_ROOT,
                 # The attackers' own CPU yields to the node's: on 2 shared cores the figure is the node's, as
                 # if the clients ran elsewhere.
-                preexec_fn=lambda: os.nice(10),
+                start_new_session=True,
+                preexec_fn=lambda: set_priority(10),
             )
             assert flood.stdout is not None
             first = await asyncio.wait_for(flood.stdout.readline(), 30)
@@ -444,9 +456,10 @@ async def escaped_mail(target: Target, *, total: int = 1000) -> list[Row]:
 
 
 async def _settled_mailbox(vhost: Vhost) -> str:
-    """The inbox's mailbox queue once the management stats agree twice (they refresh every 5 s)."""
+    """The inbox's mailbox queue once two readings 5.5 s apart agree (the management stats refresh every 5 s, and
+    a reading between two refreshes can mix old and new figures)."""
     last: tuple[int, int] | None = None
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 45
     while time.monotonic() < deadline:
         mailboxes = [q for q in await vhost.queues() if ".mailbox." in str(q.get("name"))]
         if mailboxes:
@@ -455,8 +468,8 @@ async def _settled_mailbox(vhost: Vhost) -> str:
             if reading == last and reading[0] > 0:
                 return f"{reading[0]:,} messages, message_bytes {mib(reading[1])} ({reading[1]:,} B)"
             last = reading
-        await asyncio.sleep(2.5)
-    return f"no settled reading in 30 s (last: {last})"
+        await asyncio.sleep(5.5)
+    return f"no settled reading in 45 s (last: {last})"
 
 
 # -- 5. stalled request bodies ----------------------------------------------------------------------------------

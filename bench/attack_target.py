@@ -32,12 +32,22 @@ AMQP_HOST = "127.0.0.1:5672"
 HARNESS_ROOT = str(Path(__file__).resolve().parents[1])
 
 
+def set_priority(nice: int) -> None:
+    """This process's niceness, and its autogroup's: with ``sched_autogroup`` on, niceness only orders processes of
+    one session, and every node runs in a session of its own."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+    with contextlib.suppress(OSError), open("/proc/self/autogroup", "w") as f:
+        f.write(str(nice))
+
+
 @dataclass
 class Target:
     checkout: Path
     python: str
     workdir: Path
     secret_key: str = ""
+    nice: int = 0
 
     def __post_init__(self) -> None:
         self.secret_key = self.secret_key or b64_secret().decode()
@@ -74,6 +84,7 @@ class Target:
         node = Node(f"warren:{name}", [self.python, "-m", "app"], env, self.workdir / f"{name}.log", port)
         node.cwd = self.checkout
         node.nofile = nofile
+        node.nice = self.nice
         return node
 
 
@@ -81,14 +92,17 @@ class Node(Child):
     """A Warren node of the checkout; ``nofile`` sets its soft descriptor limit (default: the hard limit)."""
 
     nofile: int | None = None
+    nice: int = 0
 
     def spawn(self) -> None:
-        soft = self.nofile
+        soft, nice = self.nofile, self.nice
 
         def limits() -> None:
             hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
             wanted = hard if soft is None else min(soft, hard)
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            if nice:
+                set_priority(nice)  # after setsid: the node's own autogroup
 
         logf = open(self.log_path, "ab")
         self.process = subprocess.Popen(
