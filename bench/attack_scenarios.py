@@ -31,7 +31,6 @@ from .attack_target import (
     latency_summary,
     mib,
     running,
-    set_priority,
 )
 from .common import cpu_seconds, log
 
@@ -281,10 +280,6 @@ async def sign_in_flood(target: Target, *, seconds: float = 10.0) -> list[Row]:
                 *clients,
                 stdout=subprocess.PIPE,
                 cwd=HARNESS_ROOT,
-                # The attackers' own CPU yields to the node's: on 2 shared cores the figure is the node's, as
-                # if the clients ran elsewhere.
-                start_new_session=True,
-                preexec_fn=lambda: set_priority(10),
             )
             assert flood.stdout is not None
             first = await asyncio.wait_for(flood.stdout.readline(), 30)

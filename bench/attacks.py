@@ -4,6 +4,7 @@
     python -m bench.attacks --checkout DIR --only parser,flood a subset of: anon, parser, flood, escaped, stalled,
                                                                lockout
     python -m bench.attacks --checkout DIR --json out.json --keep   every row as JSON; keep the node logs
+    python -m bench.attacks --checkout DIR --nice -10          (root) shield the nodes from a shared machine's load
 
 The Warren under attack is DIR's ``app`` (``cwd`` and ``PYTHONPATH`` = DIR), run by ``--python`` (default: this
 interpreter, e.g. ``/work/main/.venv/bin/python``); the harness itself is this checkout's ``bench``. So one harness
@@ -16,8 +17,8 @@ Warren's default limits, users made with ``python -m app users add``:
    a fixed node raises its own).
 2. ``parser``: a 128 KiB STOMP header that never ends, then one WebSocket frame of 10,000 empty SockJS messages
    (or a 25 KB ``xhr_send`` body of them), signed in and not; /healthz probed every 20 ms from a child process.
-3. ``flood``: 16 clients (16 users, 16 source addresses, niced) POST /login with the right password for 10 s;
-   /healthz p99, and chat messages between two other signed-in users every 250 ms.
+3. ``flood``: 16 clients (16 users, 16 source addresses, one child process) POST /login with the right password
+   for 10 s; /healthz p99, and chat messages between two other signed-in users every 250 ms.
 4. ``escaped``: 1,000 messages of control characters (6 bytes each in JSON; MAX_MESSAGE_BYTES of them, or the
    most a message may hold) from 8 senders to one offline user: node RSS, the owner's pull and the peak RSS; on
    RabbitMQ also the mailbox's ``message_bytes``.
@@ -64,7 +65,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=0,
         help="niceness of the harness and everything it starts (e.g. -10 as root on a shared machine: the figures "
-        "are then the node's, not the neighbours'); the sign-in flood's clients always run at 10",
+        "are then the node's, not the neighbours')",
     )
     parser.add_argument("--json", type=Path, help="write the rows to this file as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (node logs)")
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     raise_nofile(1 << 20)
     if args.nice:
-        # Inherited by the prober and the helpers; each node sets its own (the flood runs at 10).
+        # Inherited by the prober and the helpers; each node sets its own.
         set_priority(args.nice)
     started = time.monotonic()
     load_before = _loadavg()
