@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP_PY := $(VENV)/.installed
 STAMP_WEB := web/node_modules/.installed
 
-.PHONY: run test test-newest-deps lint typecheck bench soak clean deps conformance user
+.PHONY: run test test-newest-deps lint typecheck bench bench-attacks soak clean deps conformance user
 
 run: deps
 	$(PY) -m app
@@ -61,6 +61,10 @@ typecheck: deps
 bench: deps
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m bench
+
+# The figures of issue 11 (attacks) against a checkout: make bench-attacks CHECKOUT=/path/to/warren (default: here).
+bench-attacks: deps
+	$(PY) -m bench.attacks --checkout $(or $(CHECKOUT),.) $(ATTACKS_ARGS)
 
 soak: deps
 	$(PY) -m pytest -q -s -m slow tests/cluster/test_soak.py --timeout 1200
