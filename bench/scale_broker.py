@@ -6,8 +6,10 @@ message of ``MESSAGE_BYTES`` (a mailbox exists because it has mail). Created on 
 parallel, up to each count in turn (10,000, then 100,000); at each count:
 
 * declare (+ publish) rate, mailboxes/s;
-* the broker's RSS (/proc of beam.smp) and ``mem_used`` (management API) per mailbox: (after − before) ÷ count,
-  read ``settle`` s after the last one was made and again after the idle window (idle classic queues hibernate);
+* memory per mailbox: of its queue process (the management API's ``memory`` of each queue, summed over the run's
+  mailboxes: what other clients of a shared broker do not disturb), and of the whole broker: RSS (/proc of
+  beam.smp), ``mem_used``, and its Mnesia + ETS tables (queue records, bindings), each (after − before) ÷ count,
+  read 5 s after the last one was made and again after the idle window (idle classic queues hibernate);
 * the broker's CPU per idle mailbox per second over ``mailbox_idle_window`` seconds, net of its CPU before.
 
 Then every mailbox is deleted (deletes/s). The policy's TTL is one hour, so even a run killed before its cleanup
@@ -22,12 +24,13 @@ memory and CPU before and after N users are bound.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 from urllib.parse import quote
 
 from .common import AMQP_URL, broker_pid, log
-from .scale_common import FineCpuMeter, ScaleParams, ScaleRun, broker_memory
+from .scale_common import FineCpuMeter, ScaleParams, ScaleRun, broker_memory, queues_memory
 
 MESSAGE_BYTES = 300
 CHANNELS = 8
@@ -36,12 +39,16 @@ CHANNELS = 8
 async def _create(channels: list[Any], names: list[str], body: bytes) -> None:
     import aiormq
 
+    properties = aiormq.spec.Basic.Properties(delivery_mode=2)
+
     async def worker(channel: Any, part: list[str]) -> None:
+        # Declares one after another; the publishes' confirms (each waits for the message store's fsync) are
+        # awaited together, or the fsync latency alone would set the rate.
+        confirms = []
         for name in part:
             await channel.queue_declare(name, durable=True)
-            await channel.basic_publish(
-                body, exchange="", routing_key=name, properties=aiormq.spec.Basic.Properties(delivery_mode=2)
-            )
+            confirms.append(asyncio.ensure_future(channel.basic_publish(body, routing_key=name, properties=properties)))
+        await asyncio.gather(*confirms)
 
     await asyncio.gather(*(worker(ch, names[i :: len(channels)]) for i, ch in enumerate(channels)))
 
@@ -113,7 +120,10 @@ async def scenario_mailboxes(run: ScaleRun, p: ScaleParams) -> dict[str, Any]:
             await asyncio.sleep(p.mailbox_idle_window)
             used = meter.stop()
             idle = await broker_memory(mgmt)
-            for key in ("rss", "mem_used"):
+            with contextlib.suppress(Exception):
+                count, memory = await queues_memory(mgmt, queue_prefix)
+                row["queue_process_bytes_per_mailbox"] = memory / max(count, 1)
+            for key in ("rss", "mem_used", "tables"):
                 if key in before and key in awake:
                     row[f"{key}_bytes_per_mailbox"] = (awake[key] - before[key]) / len(made)
                 if key in before and key in idle:

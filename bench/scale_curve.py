@@ -121,8 +121,9 @@ async def one_step(run: ScaleRun, p: ScaleParams, n: int, rep: int, gens: list[P
         out["node_fds"] = _fds(node.pid)
         if "rss" in broker_after and "rss" in base_broker:
             out["broker_bytes_per_user"] = (broker_after["rss"] - base_broker["rss"]) / max(bound, 1)
-        if "mem_used" in broker_after and "mem_used" in base_broker:
-            out["broker_mem_used_per_user"] = (broker_after["mem_used"] - base_broker["mem_used"]) / max(bound, 1)
+        for key in ("mem_used", "tables"):
+            if key in broker_after and key in base_broker:
+                out[f"broker_{key}_per_user"] = (broker_after[key] - base_broker[key]) / max(bound, 1)
 
         meter.start()
         await asyncio.sleep(p.idle_window)

@@ -44,7 +44,8 @@ CURVE_ROWS: list[tuple[str, str, int]] = [
     ("/healthz max, ms", "healthz.max_ms", 1),
     ("SIGTERM drain (tell all to reconnect, unbind), s", "drain_seconds", 1),
     ("  unbinds/s during the drain", "unbinds_per_s", 0),
-    ("Broker RSS per bound user, bytes (noisy: shared broker)", "broker_bytes_per_user", 0),
+    ("Broker Mnesia + ETS tables per bound user, bytes", "broker_tables_per_user", 0),
+    ("Broker RSS per bound user, bytes (noisy on a shared broker)", "broker_bytes_per_user", 0),
     ("Broker CPU per bound idle user per second, µs (net)", "broker_us_per_user_s_net", 3),
     ("Other work on the machine during the idle window, cores", "other_cores", 2),
 ]
@@ -117,6 +118,8 @@ def broker_table(mbx: dict[str, Any]) -> list[str]:
     rows = [
         ("Mailboxes made", "mailboxes", 0, 1.0),
         ("  created (declare + one publish), per s", "create_per_s", 0, 1.0),
+        ("Queue process memory per mailbox after the idle window, KiB", "queue_process_bytes_per_mailbox", 2, 1 / 1024),
+        ("Broker Mnesia + ETS tables per mailbox, bytes", "tables_bytes_per_mailbox_idle", 0, 1.0),
         ("Broker RSS per mailbox just after, KiB", "rss_bytes_per_mailbox", 1, 1 / 1024),
         ("  after the idle window, KiB", "rss_bytes_per_mailbox_idle", 1, 1 / 1024),
         ("Broker mem_used per mailbox after the idle window, KiB", "mem_used_bytes_per_mailbox_idle", 1, 1 / 1024),
@@ -162,10 +165,12 @@ def targets(results: dict[str, Any]) -> list[str]:
     summary = storm.get("summary") or {}
     if summary.get("all_bound_s") is not None:
         n = storm.get("clients", 0)
-        ok = n >= 15000 and med(summary["all_bound_s"]) < 30.0
+        # The target is for 15,000 clients; a smaller storm gets no verdict.
+        ok = None if n < 15000 else med(summary["all_bound_s"]) < 30.0
         rows.append((f"{n:,} reconnecting clients all bound", f"{cell(summary['all_bound_s'], 1)} s", "< 30 s", ok))
         hp = summary.get("healthz_p99_ms")
-        rows.append(("/healthz p99 meanwhile", f"{cell(hp, 1)} ms", "< 100 ms", None if hp is None else med(hp) < 100))
+        hp_ok = None if hp is None or n < 15000 else med(hp) < 100
+        rows.append(("/healthz p99 meanwhile", f"{cell(hp, 1)} ms", "< 100 ms", hp_ok))
     if not rows:
         return []
     lines = ["Issue 16's targets", "", "| Target | Measured | Bound | Met |", "|---|---|---|---|"]
