@@ -82,7 +82,7 @@ def write_plots(document: dict[str, Any], out_dir: Path) -> list[Path]:
         if ns:
             ax.errorbar(ns, med, yerr=[low, high], marker=marker, capsize=3, label=label)
     ax.axhline(10.0, linestyle="--", color="grey", linewidth=1, label="target: p99 ≤ 10 ms")
-    ax.set_xlabel("sessions on the node (200 active, the rest idle)")
+    ax.set_xlabel("sessions on the node (100 chatting with a second node, the rest idle)")
     ax.set_ylabel(f"latency at {rate:,} msg/s offered, ms")
     ax.set_yscale("log")
     ax.grid(True, which="both", alpha=0.3)

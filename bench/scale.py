@@ -128,7 +128,12 @@ async def run(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             log(f"RabbitMQ management API not reachable ({exc}); broker figures will be missing")
         finally:
             await mgmt.close()
-        ctx.prepare_users({"k": max([*p.steps, p.storm_clients] if "storm" in args.scenarios else p.steps)})
+        ctx.prepare_users(
+            {
+                "k": max([*p.steps, p.storm_clients] if "storm" in args.scenarios else p.steps),
+                "p": max(1, p.active // 2),
+            }
+        )
         from . import scale_broker, scale_curve, scale_storm
 
         plan = {

@@ -95,6 +95,10 @@ class ScaleRun:
     def user(self, i: int) -> str:
         return self.ctx.user("k", i)
 
+    def partner(self, i: int) -> str:
+        """The users on the curve's second node, who chat with the first active users of the node under test."""
+        return self.ctx.user("p", i)
+
     async def start_node(self, label: str) -> Child:
         assert self.ctx.users_file is not None
         self.nodes_started += 1

@@ -14,8 +14,10 @@ step, in this order:
    with nothing but heart-beats and sweeps, ÷ N ÷ seconds, gross and net of the baseline; the broker's CPU
    likewise;
 5. ``/healthz`` latency from a separate prober process (the event loop's responsiveness with N sessions);
-6. latency p50/p99/p99.9 at ``rate`` msg/s offered between ``active`` users (user i sends to user i + active/2 and
-   back, on the same node, through the broker), the rest idle; open loop, from the intended send time;
+6. latency p50/p99/p99.9 at ``rate`` msg/s offered between ``active`` users, the chat scenario of ``make bench``
+   (200 users, 1,000 msg/s) with the node's other N − 100 sessions idle: half of the active users are sessions
+   of the node under test, each writing to a partner on a second node (which holds only the partners) and back;
+   open loop, from the intended send time;
 7. SIGTERM: the node tells every session to reconnect and unbinds them; the seconds that takes (unbinds/s).
 """
 
@@ -69,21 +71,31 @@ async def one_step(run: ScaleRun, p: ScaleParams, n: int, rep: int, gens: list[P
     ctx = run.ctx
     mgmt = await ctx.management()
     node = await run.start_node(f"c{n}-")
+    half = min(p.active // 2, n)
+    partner = await run.start_node(f"p{n}-") if half else None
     queue = run.node_queue(node)
     users = [run.user(i) for i in range(n)]
-    cookies = await cookies_for(node.url, ctx.secret_key, users)
-    active = min(p.active - p.active % 2, n - n % 2)
-    half = active // 2
+    partners = [run.partner(i) for i in range(half)]
+    cookies = await cookies_for(node.url, ctx.secret_key, users + partners)
     specs: list[dict[str, Any]] = []
     for i, user in enumerate(users):
         spec: dict[str, Any] = {"url": node.url, "user": user, "cookie": cookies[user]}
-        if i < active:
+        if i < half:
             spec["slot"] = i
-            spec["target"] = users[(i + half) % active]
+            spec["target"] = partners[i]
         specs.append(spec)
+    partner_specs = []
+    if partner is not None:
+        partner_specs = [
+            {"url": partner.url, "user": u, "cookie": cookies[u], "slot": half + i, "target": users[i]}
+            for i, u in enumerate(partners)
+        ]
     out: dict[str, Any] = {"sessions": n}
-    system = System("warren", nodes=[node], workers=gens)
+    system = System("warren", nodes=[node] if partner is None else [node, partner], workers=gens)
     try:
+        if partner is not None:
+            await connect_all(gens, partner_specs, p.connect_concurrency)
+            await run.wait_bound(run.node_queue(partner), half)
         # Warm-up: a session's code paths imported and caches filled before the baseline.
         warm = specs[: min(100, n)]
         await connect_all(gens, [{k: v for k, v in s.items() if k not in ("slot", "target")} for s in warm], 20)
@@ -146,7 +158,7 @@ async def one_step(run: ScaleRun, p: ScaleParams, n: int, rep: int, gens: list[P
 
         out["healthz"] = await probe_healthz(run, node.url, p.probe_seconds, p.probe_interval)
 
-        if active:
+        if partner is not None:
             lat = await paced(system, Params(paced_warmup=p.paced_warmup, paced_duration=p.paced_duration), p.rate)
             out["latency"] = {k: lat[k] for k in ("p50", "p99", "p999", "n", "sent", "received", "late", "lost")}
             out["latency"]["cpu_per_10k"] = lat["cpu_per_10k"]
@@ -163,6 +175,8 @@ async def one_step(run: ScaleRun, p: ScaleParams, n: int, rep: int, gens: list[P
     finally:
         await close_all(gens)
         await node.stop()
+        if partner is not None:
+            await partner.stop()
     return out
 
 

@@ -32,11 +32,11 @@ CURVE_ROWS: list[tuple[str, str, int]] = [
     ("RSS per idle session, KiB ((RSS − RSS before) ÷ N)", "kib_per_session", 1),
     ("CPU per idle session per second, µs (node, gross)", "idle_us_per_session_s", 2),
     ("  same, net of the node's CPU with no session", "idle_us_per_session_s_net", 2),
-    ("Latency p50 at the offered rate, ms (active users; the rest idle)", "latency.p50", 2),
+    ("Latency p50 at the offered rate, ms (chat across 2 nodes; the rest idle)", "latency.p50", 2),
     ("Latency p99, ms", "latency.p99", 2),
     ("Latency p99.9, ms", "latency.p999", 2),
     ("  messages late (> 3 s) / lost", "latency.late", 0),
-    ("  node CPU s per 10,000 messages at that rate", "latency.cpu_per_10k", 2),
+    ("  CPU s per 10,000 messages at that rate, both nodes", "latency.cpu_per_10k", 2),
     ("Time to connect them all, s (cookie, SockJS, CONNECT, SUBSCRIBE, bound)", "connect_seconds", 1),
     ("  sessions/s", "sessions_per_s", 0),
     ("Node open file descriptors", "node_fds", 0),
@@ -58,8 +58,8 @@ def curve_table(curve: dict[str, Any], p: ScaleParams) -> list[str]:
         return []
     header = ["Figure", *(f"{n:,}" for n in ns)]
     lines = [
-        f"Connections per node: N idle SockJS WebSocket sessions on one node, {p.active} of them sending "
-        f"{p.rate:,} msg/s between them during the latency run",
+        f"Connections per node: N SockJS WebSocket sessions on one node, idle but for {p.active // 2} of them, who "
+        f"chat with {p.active // 2} partners on a second node at {p.rate:,} msg/s offered during the latency run",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" for _ in header) + "|",
