@@ -93,9 +93,6 @@ async def one_step(run: ScaleRun, p: ScaleParams, n: int, rep: int, gens: list[P
     out: dict[str, Any] = {"sessions": n}
     system = System("warren", nodes=[node] if partner is None else [node, partner], workers=gens)
     try:
-        if partner is not None:
-            await connect_all(gens, partner_specs, p.connect_concurrency)
-            await run.wait_bound(run.node_queue(partner), half)
         # Warm-up: a session's code paths imported and caches filled before the baseline.
         warm = specs[: min(100, n)]
         await connect_all(gens, [{k: v for k, v in s.items() if k not in ("slot", "target")} for s in warm], 20)
@@ -113,6 +110,12 @@ async def one_step(run: ScaleRun, p: ScaleParams, n: int, rep: int, gens: list[P
         out["baseline_node_cores"] = base_used["node"] / base_used["_wall"]
         out["baseline_broker_cores"] = base_used.get("broker", 0.0) / base_used["_wall"]
 
+        if partner is not None:
+            # After the warm-up, whose close_all would end them too.
+            done = await connect_all(gens, partner_specs, p.connect_concurrency)
+            partners_bound = await run.wait_bound(run.node_queue(partner), half)
+            if done["failed"] or partners_bound < half:
+                raise RuntimeError(f"only {partners_bound} of {half} partners bound: {done['errors'][:2]}")
         log(f"curve: {n} sessions (rep {rep + 1}): connecting")
         started = time.monotonic()
         answer = await connect_all(gens, specs, p.connect_concurrency)
