@@ -1,6 +1,6 @@
 """``python -m bench``: run the scenarios, print one table (see ``bench/__init__.py``).
 
-python -m bench                       everything (~10-15 min on 2 cores)
+python -m bench                       everything (~15-18 min on 2 cores with the Node.js peer)
 python -m bench --quick               small counts, one repetition: a smoke test (~1-2 min)
 python -m bench --only chat,ceiling   a subset: chat, ceiling, nodes4, memory, mailbox, storm
 python -m bench --systems warren      leave the peer out (chat, nodes4, memory)
