@@ -147,7 +147,7 @@ class ScaleRun:
         last = -1
         while True:
             with contextlib.suppress(Exception):
-                count = await self.bindings(queue)
+                count: int = await self.bindings(queue)
                 if count >= n:
                     return count
                 if count != last:
