@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP_PY := $(VENV)/.installed
 STAMP_WEB := web/node_modules/.installed
 
-.PHONY: run test test-newest-deps lint typecheck bench bench-attacks soak clean deps conformance user
+.PHONY: run test test-newest-deps lint typecheck bench bench-attacks bench-scale soak clean deps conformance user
 
 run: deps
 	$(PY) -m app
@@ -58,7 +58,14 @@ lint: deps
 typecheck: deps
 	$(PY) -m mypy
 
-bench: deps
+STAMP_PEER := bench/peer_node/node_modules/.installed
+
+# The second peer of the benchmark: Socket.IO 4 on Node.js with the Redis adapter (bench/peer_node/server.js).
+$(STAMP_PEER): bench/peer_node/package.json bench/peer_node/package-lock.json
+	cd bench/peer_node && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+bench: deps $(STAMP_PEER)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m bench
 
@@ -66,8 +73,14 @@ bench: deps
 bench-attacks: deps
 	$(PY) -m bench.attacks --checkout $(or $(CHECKOUT),.) $(ATTACKS_ARGS)
 
+# How the cost grows with connections (issue 16): the curve to 18,000 sessions, the 15,000-client storm, the broker
+# per user and per mailbox, and the plots (bench/results/scale-*.png). About an hour on a quiet machine.
+bench-scale: deps $(STAMP_PEER)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -m bench.scale --json bench/results/scale.json --markdown bench/results/scale.md --plots bench/results
+
 soak: deps
 	$(PY) -m pytest -q -s -m slow tests/cluster/test_soak.py --timeout 1200
 
 clean:
-	rm -rf $(VENV) $(NEWEST) web/node_modules .mypy_cache .pytest_cache
+	rm -rf $(VENV) $(NEWEST) web/node_modules bench/peer_node/node_modules .mypy_cache .pytest_cache

@@ -1,6 +1,6 @@
 """``python -m bench``: run the scenarios, print one table (see ``bench/__init__.py``).
 
-python -m bench                       everything (~10-15 min on 2 cores)
+python -m bench                       everything (~15-18 min on 2 cores with the Node.js peer)
 python -m bench --quick               small counts, one repetition: a smoke test (~1-2 min)
 python -m bench --only chat,ceiling   a subset: chat, ceiling, nodes4, memory, mailbox, storm
 python -m bench --systems warren      leave the peer out (chat, nodes4, memory)
@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import report, scenarios
+from . import report, scenarios, sionode
 from .common import Management, log, raise_nofile
 from .runner import Context
 
@@ -31,7 +31,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small counts and one repetition (smoke test)")
     parser.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios to run")
     parser.add_argument("--skip", default="", help="comma-separated scenarios to leave out")
-    parser.add_argument("--systems", default="warren,sio", help="warren and/or sio (the python-socketio peer)")
+    parser.add_argument(
+        "--systems",
+        default="warren,sio,sionode",
+        help="warren, sio (the python-socketio peer) and/or sionode (Socket.IO 4 on Node.js with the Redis adapter)",
+    )
     parser.add_argument("--reps", type=int, help="repetitions of each timed run (default 3, quick 1)")
     parser.add_argument("--duration", type=float, help="seconds measured per saturation run")
     parser.add_argument("--paced-duration", type=float, help="seconds measured per open-loop rate")
@@ -64,7 +68,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
     args.scenarios = [s for s in chosen if s not in skipped]
-    args.system_list = [s.strip() for s in args.systems.split(",") if s.strip() in ("warren", "sio")]
+    args.system_list = [s.strip() for s in args.systems.split(",") if s.strip() in ("warren", "sio", "sionode")]
+    if "sionode" in args.system_list and (reason := sionode.unavailable()):
+        log(f"the Node.js peer (sionode) is left out: {reason}")
+        args.system_list.remove("sionode")
     return args
 
 
@@ -125,7 +132,7 @@ async def run(args: argparse.Namespace) -> tuple[str, dict[str, object]]:
         if "nodes4" in args.scenarios:
             plan.append(("nodes4", lambda: scenarios.scenario_nodes4(ctx, p, systems)))
         if "memory" in args.scenarios:
-            servers = ["bare", *[s for s in ("warren", "sio") if s in systems]]
+            servers = ["bare", *[s for s in ("warren", "sio", "sionode") if s in systems]]
             plan.append(("memory", lambda: scenarios.scenario_memory(ctx, p, servers)))
         if "mailbox" in args.scenarios and "warren" in systems:
             plan.append(("mailbox", lambda: scenarios.scenario_mailbox(ctx, p)))

@@ -81,6 +81,14 @@ def versions_line(rabbit: str | None) -> str:
             parts.append(f"{pkg} {metadata.version(pkg)}")
         except metadata.PackageNotFoundError:
             pass
+    from . import sionode
+
+    node = sionode.node_version()
+    if node and not sionode.unavailable():
+        parts.append(f"Node.js {node}")
+        for pkg in ("socket.io", "@socket.io/redis-adapter", "ioredis"):
+            if version := sionode.package_version(pkg):
+                parts.append(f"{pkg} {version}")
     if rabbit:
         parts.append(f"RabbitMQ {rabbit}")
     try:
@@ -99,13 +107,26 @@ def versions_line(rabbit: str | None) -> str:
 def build_table(results: dict[str, Any], meta: dict[str, Any]) -> str:
     chat = results.get("chat", {})
     w, s, c = chat.get("warren", {}), chat.get("sio", {}), chat.get("ceiling", {})
+    nd = chat.get("sionode", {})
     rows: list[list[str]] = []
 
-    def row(figure: str, wv: str, sv: str, cv: str, r1: str, r2: str, target: str, ok: bool | None) -> None:
-        rows.append([figure, wv, sv, cv, r1, r2, target, verdict(ok)])
+    def row(
+        figure: str,
+        wv: str,
+        sv: str,
+        cv: str,
+        r1: str,
+        r2: str,
+        target: str,
+        ok: bool | None,
+        nv: str = "",
+        rn: str = "",
+    ) -> None:
+        """``nv``, ``rn``: the Node.js peer's cell and Warren÷Node."""
+        rows.append([figure, wv, sv, nv, cv, r1, rn, r2, target, verdict(ok)])
 
     # Throughput
-    wt, st, ct = (_get(x, "saturation", "throughput") for x in (w, s, c))
+    wt, st, ct, nt = (_get(x, "saturation", "throughput") for x in (w, s, c, nd))
     ok = None
     if wt is not None and (st is not None or ct is not None):
         ok = (st is None or med(wt) >= 2.5 * med(st)) and (ct is None or med(wt) >= 0.6 * med(ct))
@@ -118,8 +139,11 @@ def build_table(results: dict[str, Any], meta: dict[str, Any]) -> str:
         _pct(wt, ct),
         "≥ 2.5× peer, ≥ 60% of ceiling",
         ok,
+        cell(nt),
+        ratio(wt, nt),
     )
     wl, sl = _get(w, "saturation", "sat_p99"), _get(s, "saturation", "sat_p99")
+    nl = _get(nd, "saturation", "sat_p99")
     row(
         "  p99 latency at saturation, ms",
         cell(wl, 1),
@@ -129,15 +153,18 @@ def build_table(results: dict[str, Any], meta: dict[str, Any]) -> str:
         "",
         "",
         None,
+        cell(nl, 1),
+        ratio(wl, nl),
     )
 
     # Latency at fixed offered rates
-    rates = sorted({int(r) for x in (w, s, c) for r in (x.get("paced") or {})})
+    rates = sorted({int(r) for x in (w, s, c, nd) for r in (x.get("paced") or {})})
     for rate in rates:
         for key, label in (("p50", "p50"), ("p99", "p99"), ("p999", "p99.9")):
             wv = _get(w, "paced", rate, key) or _get(w, "paced", str(rate), key)
             sv = _get(s, "paced", rate, key) or _get(s, "paced", str(rate), key)
             cv = _get(c, "paced", rate, key) or _get(c, "paced", str(rate), key)
+            nv = _get(nd, "paced", rate, key) or _get(nd, "paced", str(rate), key)
             target, ok = "", None
             if key == "p99":
                 target = "below the peer" + ("; ≤ 5 ms" if rate == 1000 else "")
@@ -152,15 +179,22 @@ def build_table(results: dict[str, Any], meta: dict[str, Any]) -> str:
                 "",
                 target,
                 ok,
+                cell(nv, 2),
+                ratio(wv, nv),
             )
         wlost = _get(w, "paced", rate, "lost")
         slost = _get(s, "paced", rate, "lost")
-        if (wlost and med(wlost) > 0) or (slost and med(slost) > 0):
-            row(f"  messages lost at {rate:,} msg/s", cell(wlost), cell(slost), "", "", "", "", None)
+        nlost = _get(nd, "paced", rate, "lost")
+        if any(x and med(x) > 0 for x in (wlost, slost, nlost)):
+            row(f"  messages lost at {rate:,} msg/s", cell(wlost), cell(slost), "", "", "", "", None, cell(nlost))
 
     # CPU
-    wc, sc, cc = (_get(x, "saturation", "cpu_per_10k") for x in (w, s, c))
-    ok = None if wc is None or sc is None else med(wc) <= 0.5 * med(sc)
+    wc, sc, cc, nc = (_get(x, "saturation", "cpu_per_10k") for x in (w, s, c, nd))
+    ok = None if wc is None or (sc is None and nc is None) else True
+    if sc is not None and wc is not None:
+        ok = med(wc) <= 0.5 * med(sc)
+    if nc is not None and wc is not None:
+        ok = bool(ok) and med(wc) <= 1.5 * med(nc)
     row(
         "Server CPU s per 10,000 messages, both nodes (saturation)",
         cell(wc, 2),
@@ -168,22 +202,34 @@ def build_table(results: dict[str, Any], meta: dict[str, Any]) -> str:
         cell(cc, 2),
         ratio(wc, sc),
         "",
-        "≤ 0.5× peer",
+        "≤ 0.5× python-socketio; ≤ 1.5× Node",
         ok,
+        cell(nc, 2),
+        ratio(wc, nc),
     )
     if 1000 in rates:
         cells = []
-        for x in (w, s, c):
+        for x in (w, s, c, nd):
             value = _get(x, "paced", 1000, "cpu_per_10k")
             late = _get(x, "paced", 1000, "late")
             # CPU per message at a fixed rate means something only if the system kept up with it.
             cells.append("fell behind" if late is not None and med(late) > 0 else cell(value, 2))
         wc1, sc1 = _get(w, "paced", 1000, "cpu_per_10k"), _get(s, "paced", 1000, "cpu_per_10k")
         keep_up = "fell behind" not in cells[:2]
-        row("  same at 1,000 msg/s offered", *cells, ratio(wc1, sc1) if keep_up else "–", "", "", None)
-    wb, sb, cb = (_get(x, "saturation", "broker_cpu_per_10k") for x in (w, s, c))
+        nc1 = _get(nd, "paced", 1000, "cpu_per_10k")
+        row(
+            "  same at 1,000 msg/s offered",
+            *cells[:3],
+            ratio(wc1, sc1) if keep_up else "–",
+            "",
+            "",
+            None,
+            cells[3],
+            ratio(wc1, nc1) if keep_up and cells[3] != "fell behind" else "–",
+        )
+    wb, sb, cb, nb = (_get(x, "saturation", "broker_cpu_per_10k") for x in (w, s, c, nd))
     row(
-        "  RabbitMQ CPU s per 10,000 messages (saturation)",
+        "  RabbitMQ CPU s per 10,000 messages (saturation; Node column: Redis)",
         cell(wb, 2),
         cell(sb, 2),
         cell(cb, 2),
@@ -191,12 +237,14 @@ def build_table(results: dict[str, Any], meta: dict[str, Any]) -> str:
         "",
         "",
         None,
+        cell(nb, 2),
     )
 
     # Broker deliveries
     n4 = results.get("nodes4", {})
-    wd2, sd2 = w.get("deliveries_per_msg_2"), s.get("deliveries_per_msg_2")
+    wd2, sd2, nd2 = w.get("deliveries_per_msg_2"), s.get("deliveries_per_msg_2"), nd.get("deliveries_per_msg_2")
     wd4, sd4 = _get(n4, "warren", "deliveries_per_msg_4"), _get(n4, "sio", "deliveries_per_msg_4")
+    nd4 = _get(n4, "sionode", "deliveries_per_msg_4")
     row(
         "Broker deliveries per message, 2 nodes",
         cell(wd2, 2),
@@ -206,6 +254,8 @@ def build_table(results: dict[str, Any], meta: dict[str, Any]) -> str:
         "",
         "1.00 per receiving node",
         None if wd2 is None else abs(wd2 - 1.0) < 0.02,
+        cell(nd2, 2),
+        ratio(wd2, nd2),
     )
     row(
         "Broker deliveries per message, 4 nodes",
@@ -216,11 +266,28 @@ def build_table(results: dict[str, Any], meta: dict[str, Any]) -> str:
         "",
         "1.00 per receiving node",
         None if wd4 is None else abs(wd4 - 1.0) < 0.02,
+        cell(nd4, 2),
+        ratio(wd4, nd4),
     )
+    wc4, sc4, nc4 = (_get(n4, k, "cpu_per_10k_4") for k in ("warren", "sio", "sionode"))
+    if wc4 is not None:
+        rate4 = _get(n4, "warren", "rate_4") or 0
+        row(
+            f"Server CPU s per 10,000 messages, 4 nodes ({rate4:,} msg/s offered)",
+            cell(wc4, 2),
+            cell(sc4, 2),
+            "",
+            ratio(wc4, sc4),
+            "",
+            "below Node",
+            None if nc4 is None else med(wc4) < med(nc4),
+            cell(nc4, 2),
+            ratio(wc4, nc4),
+        )
 
     # Memory
     mem = results.get("memory", {})
-    wm, sm, bm = (_get(mem, k, "kib_per_session") for k in ("warren", "sio", "bare"))
+    wm, sm, bm, nm = (_get(mem, k, "kib_per_session") for k in ("warren", "sio", "bare", "sionode"))
     ok = None
     if wm is not None and bm is not None:
         ok = med(wm) <= 1.5 * med(bm) and (sm is None or med(wm) < med(sm))
@@ -234,9 +301,22 @@ def build_table(results: dict[str, Any], meta: dict[str, Any]) -> str:
         ratio(wm, bm),
         "≤ 1.5× bare, below peer",
         ok,
+        cell(nm, 1),
+        ratio(wm, nm),
     )
-    wr, sr, br = (_get(mem, k, "connect_rate") for k in ("warren", "sio", "bare"))
-    row("  sessions/s while opening them (info)", cell(wr), cell(sr), cell(br), ratio(wr, sr), ratio(wr, br), "", None)
+    wr, sr, br, nr = (_get(mem, k, "connect_rate") for k in ("warren", "sio", "bare", "sionode"))
+    row(
+        "  sessions/s while opening them (info)",
+        cell(wr),
+        cell(sr),
+        cell(br),
+        ratio(wr, sr),
+        ratio(wr, br),
+        "",
+        None,
+        cell(nr),
+        ratio(wr, nr),
+    )
 
     # Mailbox, connect, storm
     mbx = results.get("mailbox", {})
@@ -330,8 +410,10 @@ def build_table(results: dict[str, Any], meta: dict[str, Any]) -> str:
         "Figure",
         "Warren",
         "python-socketio",
+        "Socket.IO on Node",
         "Ceiling / baseline",
-        "Warren÷peer",
+        "Warren÷python-socketio",
+        "Warren÷Node",
         "Warren÷ceiling",
         "Target",
         "Met",
@@ -363,14 +445,16 @@ def build_table(results: dict[str, Any], meta: dict[str, Any]) -> str:
             f"- raw queue.bind RPCs on one channel, one at a time (aio-pika, same broker): "
             f"{storm['raw_binds_per_s']:,.0f}/s"
         )
-    other = [med(_get(x, "saturation", "other_cores")) for x in (w, s, c) if _get(x, "saturation", "other_cores")]
+    other = [med(_get(x, "saturation", "other_cores")) for x in (w, s, c, nd) if _get(x, "saturation", "other_cores")]
     if other:
         notes.append(
             f"- other work on the machine during the saturation runs: {max(other):.2f} cores at most (median of "
             "repetitions); the figures share the CPU with it"
         )
     for rate in rates:
-        other = [med(_get(x, "paced", rate, "other_cores")) for x in (w, s, c) if _get(x, "paced", rate, "other_cores")]
+        other = [
+            med(_get(x, "paced", rate, "other_cores")) for x in (w, s, c, nd) if _get(x, "paced", rate, "other_cores")
+        ]
         if other and max(other) > 0.2:
             notes.append(
                 f"- other work during the {rate:,} msg/s runs: up to {max(other):.2f} cores (median of repetitions)"

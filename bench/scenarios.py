@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import sionode
 from .common import (
     AMQP_URL,
     Child,
@@ -115,7 +116,7 @@ class System:
     def pids(self) -> dict[str, int]:
         pids = {f"node{i}": n.pid for i, n in enumerate(self.nodes)}
         pids.update({f"client{i}": w.pid for i, w in enumerate(self.workers)})
-        broker = broker_pid()
+        broker = sionode.redis_pid() if self.name == "sionode" else broker_pid()
         if broker is not None:
             pids["broker"] = broker
         return pids
@@ -153,6 +154,16 @@ async def start_peer_nodes(ctx: Context, channel: str, count: int) -> list[Child
     return nodes
 
 
+async def start_sionode_nodes(ctx: Context, key: str, count: int) -> list[Child]:
+    nodes = [ctx.track_child(sionode.sionode_node(f"{key}-{i}", ctx.workdir, key)) for i in range(count)]
+    await asyncio.gather(*(n.start("/healthz") for n in nodes))
+    return nodes
+
+
+#: The client protocol of each system: the Node peer speaks the same Socket.IO as python-socketio.
+CLIENT_KIND = {"warren": "warren", "sio": "sio", "sionode": "sio", "bare": "bare"}
+
+
 async def stop_system(system: System) -> None:
     for w in system.workers:
         with contextlib.suppress(Exception):
@@ -179,6 +190,10 @@ async def setup_chat_system(ctx: Context, kind: str, p: Params, node_count: int 
         nodes = await start_warren_nodes(ctx, f"{label}n", node_count)
         cookies = await cookies_for(nodes[0].url, ctx.secret_key, users)
         queues = [f"warren.node.{n.env['NODE_ID']}" for n in nodes]
+    elif kind == "sionode":
+        nodes = await start_sionode_nodes(ctx, f"bench-sionode{label}-{ctx.run_id}", node_count)
+        cookies = {}
+        queues = []
     else:
         channel = f"bench-sio{label}-{ctx.run_id}"
         nodes = await start_peer_nodes(ctx, channel, node_count)
@@ -206,8 +221,12 @@ async def setup_chat_system(ctx: Context, kind: str, p: Params, node_count: int 
         system.workers.append(worker)
     half = n // 2
     answers = await asyncio.gather(
-        system.workers[0].call("connect", kind=kind, clients=specs[:half], concurrency=p.connect_concurrency),
-        system.workers[1].call("connect", kind=kind, clients=specs[half:], concurrency=p.connect_concurrency),
+        system.workers[0].call(
+            "connect", kind=CLIENT_KIND[kind], clients=specs[:half], concurrency=p.connect_concurrency
+        ),
+        system.workers[1].call(
+            "connect", kind=CLIENT_KIND[kind], clients=specs[half:], concurrency=p.connect_concurrency
+        ),
     )
     failed = sum(a["failed"] for a in answers)
     if failed:
@@ -413,7 +432,7 @@ async def scenario_chat(ctx: Context, p: Params, systems: list[str], with_ceilin
         if chat_systems:
             for name in chat_systems:
                 system = running[name]
-                delivered = await _settled_deliveries(ctx, system.node_queues)
+                delivered = await _system_deliveries(ctx, system)
                 deliveries[name] = delivered / max(system.sent_total, 1)
                 log(f"chat: {name}: {delivered} broker deliveries for {system.sent_total} messages")
         for name in names:
@@ -515,9 +534,11 @@ async def scenario_nodes4(ctx: Context, p: Params, systems: list[str]) -> None:
         system = await setup_chat_system(ctx, kind, p, node_count=4, label="4")
         try:
             r = await paced(system, p, p.nodes4_rate, warmup=0.0, duration=p.nodes4_seconds)
-            delivered = await _settled_deliveries(ctx, system.node_queues)
+            delivered = await _system_deliveries(ctx, system)
             out[kind] = {
                 "deliveries_per_msg_4": delivered / max(system.sent_total, 1),
+                "cpu_per_10k_4": r["cpu_per_10k"],
+                "rate_4": p.nodes4_rate,
                 "sent": system.sent_total,
                 "received": r["received"],
                 "delivered_by_broker": delivered,
@@ -525,6 +546,13 @@ async def scenario_nodes4(ctx: Context, p: Params, systems: list[str]) -> None:
             log(f"nodes4: {kind}: {delivered} broker deliveries for {system.sent_total} messages")
         finally:
             await stop_system(system)
+
+
+async def _system_deliveries(ctx: Context, system: System) -> int:
+    """Messages the broker handed to the system's nodes: RabbitMQ queue deliveries, or Redis pub/sub arrivals."""
+    if system.name == "sionode":
+        return await sionode.adapter_arrivals(system.nodes)
+    return await _settled_deliveries(ctx, system.node_queues)
 
 
 async def _settled_deliveries(ctx: Context, queues: list[str]) -> int:
@@ -564,6 +592,10 @@ async def scenario_memory(ctx: Context, p: Params, servers: list[str]) -> None:
                 nodes = await start_warren_nodes(ctx, f"m{rep}-", 1)
                 node = nodes[0]
                 cookies = await cookies_for(node.url, ctx.secret_key, [ctx.user("m", i) for i in range(n)])
+            elif server == "sionode":
+                nodes = await start_sionode_nodes(ctx, f"bench-sionodem-{ctx.run_id}", 1)
+                node = nodes[0]
+                cookies = {}
             else:
                 nodes = await start_peer_nodes(ctx, f"bench-siom-{ctx.run_id}", 1)
                 node = nodes[0]
@@ -579,15 +611,19 @@ async def scenario_memory(ctx: Context, p: Params, servers: list[str]) -> None:
                 ]
                 # Warm-up: the code paths of a session are imported and their caches filled before the baseline.
                 warm = specs[: min(100, n)]
-                await workers[0].call("connect", kind=server, clients=warm, concurrency=50)
+                await workers[0].call("connect", kind=CLIENT_KIND[server], clients=warm, concurrency=50)
                 await workers[0].call("close")
                 await asyncio.sleep(1.5)
                 base = rss_bytes(node.pid)
                 started = time.monotonic()
                 half = n // 2
                 answers = await asyncio.gather(
-                    workers[0].call("connect", kind=server, clients=specs[:half], concurrency=p.connect_concurrency),
-                    workers[1].call("connect", kind=server, clients=specs[half:], concurrency=p.connect_concurrency),
+                    workers[0].call(
+                        "connect", kind=CLIENT_KIND[server], clients=specs[:half], concurrency=p.connect_concurrency
+                    ),
+                    workers[1].call(
+                        "connect", kind=CLIENT_KIND[server], clients=specs[half:], concurrency=p.connect_concurrency
+                    ),
                 )
                 bound = None
                 if server == "warren":
