@@ -4,6 +4,11 @@ The connection knows nothing of SockJS: it writes text through a ``Wire`` (send 
 from one connection are handled one at a time, in order, so a client's SENDs are published in the order it sent
 them.
 
+Input costs bounded work and memory: the parser keeps its place between SockJS messages (each byte is examined a
+bounded number of times), the connection yields to the event loop between the parts of a big batch
+(``app.core.budget``), and before ``CONNECT`` an unfinished frame may hold at most ``PRE_CONNECT_LIMITS`` (a
+few KiB, not the ~0.5 MiB a connected client's frame may have).
+
 Errors: a frame the server cannot accept as STOMP (malformed, unknown command, frame before CONNECT, bad
 destination, oversized) gets an ERROR frame and the connection is closed, as STOMP requires. A SEND refused by the
 application (unknown receiver, message too large, mailbox full, broker unavailable, rate limited) does not end
@@ -25,6 +30,7 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..core.budget import INPUT_BUDGET
 from ..core.envelope import Envelope
 from ..core.errors import RateLimited, WarrenError
 from ..core.hub import Hub
@@ -44,6 +50,11 @@ _SET_UP = frozenset({"CONNECT", "STOMP", "SUBSCRIBE"})
 SEND_TIME_LIMIT = 10.0
 #: Envelopes one subscription may hold unacknowledged in a client-ack mode before it is a slow consumer.
 MAX_UNACKED = 1_000
+#: What an unfinished frame may hold before the connection is CONNECTed (a CONNECT frame is a few hundred bytes):
+#: connections that have not signed in cannot pin the memory of a connected client's frame.
+PRE_CONNECT_LIMITS = Limits(max_headers=16, max_header_line=2048, max_body=1024, max_head=4096)
+#: Input held unparsed: several requests of one session may queue their messages while one is handled.
+MAX_PENDING_FRAMES = 2
 _connection_ids = itertools.count(1)
 # Strong references to fire-and-forget tasks (the event loop keeps only weak ones).
 _background: set[asyncio.Task[None]] = set()
@@ -106,6 +117,7 @@ class StompConnection:
     __slots__ = (
         "_busy",
         "_closed",
+        "_frame_limits",
         "_last_received",
         "_last_sent",
         "_lock",
@@ -142,7 +154,8 @@ class StompConnection:
         self.transport = transport
         self.session_id = f"{next(_connection_ids):x}"
         self.version: str | None = None
-        self._parser = FrameParser(_limits(max_frame_body))
+        self._frame_limits = _limits(max_frame_body)
+        self._parser = FrameParser(PRE_CONNECT_LIMITS)
         self._send_buffer_bytes = send_buffer_bytes
         self._subscriptions: dict[str, _Subscription] = {}
         self._online = False
@@ -244,10 +257,18 @@ class StompConnection:
         except UnicodeEncodeError:
             self._fail(CloseCode.PROTOCOL_ERROR, "invalid-utf8", "the message is not valid UTF-8")
             return
-        try:
-            frames = self._parser.feed(data)
-        except FrameError as exc:
-            self._fail(CloseCode.PROTOCOL_ERROR, "malformed-frame", str(exc))
+        # Appended at once, parsed by whoever handles this connection's input: the stream keeps arrival order even
+        # when requests overlap.
+        parser = self._parser
+        parser.append(data)
+        limits = parser.limits
+        bound = MAX_PENDING_FRAMES * (limits.head_bound + limits.max_body) + len(data)
+        if parser.pending > bound:
+            self._fail(
+                CloseCode.PROTOCOL_ERROR,
+                "input-overflow",
+                f"more than {bound} bytes of STOMP input are waiting: send less at once",
+            )
             return
         lock = self._lock
         if lock is None:
@@ -255,7 +276,7 @@ class StompConnection:
                 # The usual case: nothing else of this connection is being handled, so no lock is needed.
                 self._busy = True
                 try:
-                    await self._handle_all(frames)
+                    await self._handle_input()
                 finally:
                     self._busy = False
                     if self._lock is not None:
@@ -263,21 +284,31 @@ class StompConnection:
                 return
             # Another request of this session is handling its frames (HTTP sends can overlap): from now on a lock
             # keeps them in order. It is taken on behalf of the running call (a new lock: this never waits), which
-            # releases it when done.
+            # releases it when done. That call also parses what this one appended.
             lock = self._lock = asyncio.Lock()
             await lock.acquire()
         async with lock:
-            await self._handle_all(frames)
+            await self._handle_input()
 
-    async def _handle_all(self, frames: list[Frame]) -> None:
-        for frame in frames:
-            if self._closed:
+    async def _handle_input(self) -> None:
+        """Parse and handle the frames appended so far, one at a time, yielding to the loop between them."""
+        budget = INPUT_BUDGET
+        while not self._closed:
+            try:
+                frame = self._parser.next_frame()
+            except FrameError as exc:
+                self._fail(CloseCode.PROTOCOL_ERROR, "malformed-frame", str(exc))
                 return
+            if frame is None:
+                break
             try:
                 await self._handle(frame)
             except FrameError as exc:
                 self._fail(CloseCode.PROTOCOL_ERROR, "protocol-error", str(exc), frame)
                 return
+            await budget.spend()
+        # Also between SockJS messages that complete no frame (a batch of thousands of one-byte messages).
+        await budget.spend()
 
     async def on_close(self) -> None:
         """The session is gone: leave the hub (unacknowledged mail goes back to the mailbox)."""
@@ -348,6 +379,7 @@ class StompConnection:
             return
         self.version = version
         self._parser.version = version
+        self._parser.limits = self._frame_limits
         headers = {"version": version, "server": SERVER_NAME, "session": self.session_id, "user-name": self.user}
         if version != "1.0":
             client_send, client_receive = _parse_heartbeat(frame.get("heart-beat"))
