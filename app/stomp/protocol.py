@@ -44,6 +44,11 @@ SERVER_NAME = "Warren/0.1"
 #: What the server offers: it can send a heart-beat every 10 s and wants one from the client every 10 s.
 SERVER_HEARTBEAT_MS = (10_000, 10_000)
 MAX_SUBSCRIPTIONS = 16
+#: SUBSCRIBE and UNSUBSCRIBE frames one connection may send per second, and the burst above that. A page subscribes
+#: two or three times when it connects; every subscribe and unsubscribe of the chat channel can bind or unbind
+#: the user on the broker, so a client that churns them (250 pairs a second, measured) is refused.
+SUBSCRIPTION_RATE = 2.0
+SUBSCRIPTION_BURST = 20
 #: Commands that set a connection up; they pass the hub's pacer.
 _SET_UP = frozenset({"CONNECT", "STOMP", "SUBSCRIBE"})
 #: Seconds a mailbox drain waits for a client to read or acknowledge before calling it a slow consumer.
@@ -128,6 +133,7 @@ class StompConnection:
         "_send_bucket",
         "_send_buffer_bytes",
         "_send_interval",
+        "_subscription_bucket",
         "_subscriptions",
         "_timer",
         "_user",
@@ -173,6 +179,7 @@ class StompConnection:
         self._progress: asyncio.Event | None = None
         rate, burst = hub.connection_message_rate, hub.connection_message_burst
         self._send_bucket = TokenBucket(rate, burst) if rate > 0 else None
+        self._subscription_bucket: TokenBucket | None = None
 
     # -- Subscriber -----------------------------------------------------------------------------------------
 
@@ -393,7 +400,25 @@ class StompConnection:
             self._arm_timer()
         self._write(encode("CONNECTED", headers, version=version))
 
+    def _subscription_allowed(self, frame: Frame) -> bool:
+        """Take a token for a SUBSCRIBE/UNSUBSCRIBE; past the limit the connection is refused (ERROR, 4009)."""
+        bucket = self._subscription_bucket
+        if bucket is None:
+            bucket = self._subscription_bucket = TokenBucket(SUBSCRIPTION_RATE, SUBSCRIPTION_BURST)
+        if bucket.take():
+            return True
+        self._fail(
+            CloseCode.REFUSED,
+            "rate-limited",
+            f"subscribing and unsubscribing too fast: at most {SUBSCRIPTION_RATE:g} a second; reconnect in "
+            f"{max(1.0, bucket.retry_after()):.0f} s",
+            frame,
+        )
+        return False
+
     async def _on_subscribe(self, frame: Frame) -> None:
+        if not self._subscription_allowed(frame):
+            return
         destination = frame.get("destination")
         if not destination:
             raise FrameError("SUBSCRIBE needs a destination header")
@@ -423,6 +448,8 @@ class StompConnection:
         self._receipt(frame)
 
     async def _on_unsubscribe(self, frame: Frame) -> None:
+        if not self._subscription_allowed(frame):
+            return
         sub_id = frame.get("id") or (frame.get("destination") if self.version == "1.0" else None)
         sub = self._subscriptions.get(sub_id or "")
         if sub is None:

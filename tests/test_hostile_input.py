@@ -1,0 +1,144 @@
+"""Input that costs the node memory, broker work or log lines: bounded, with a clear refusal for the sender and
+nothing lost for anybody else."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+
+from app.auth.users import UserDirectory
+from app.config import generate_secret_key
+from app.logs import LOG_BURST, LogFlood
+from app.stomp.protocol import PRE_CONNECT_LIMITS, SUBSCRIPTION_BURST
+from tests.conftest import PASSWORD, Node
+from tests.support.processes import NodeProcess
+from tests.support.stomp_client import StompClient
+from tests.test_bad_input import expect_error, still_serving
+from tests.test_chat import online
+
+
+async def test_a_connection_that_has_not_connected_cannot_pin_more_than_a_few_kib(
+    node: Node, make_user: Callable[[str], str], stomp_clients: list[StompClient]
+) -> None:
+    """Before: an unfinished frame of up to ~0.5 MiB stayed buffered for every connection, signed in or not."""
+    client = await node.client(make_user("alice"))
+    stomp_clients.append(client)
+    await client.open()
+    await client.send_raw("CONNECT\naccept-version:1.2\nx-padding:" + "a" * 2000 + "\n")
+    await client.send_raw("x-more:" + "a" * 2000 + "\n")
+    await client.send_raw("x-more:" + "a" * 2000 + "\n")  # past 4 KiB, and still no blank line
+    assert f"longer than {PRE_CONNECT_LIMITS.head_bound} bytes" in await expect_error(client, "malformed-frame")
+
+
+async def test_an_anonymous_connection_cannot_pin_an_unfinished_frame(
+    node: Node, stomp_clients: list[StompClient]
+) -> None:
+    client = StompClient(aiohttp.ClientSession(), node.url)
+    stomp_clients.append(client)
+    await client.open()
+    await client.send_raw("SEND\ndestination:/message/chat\ncontent-length:1000\n\n" + "a" * 900)
+    await client.send_raw("a" * 200)  # a body bigger than allowed before CONNECT
+    # Closed either way: with an ERROR from the STOMP layer, or at once by the session layer for not signing in.
+    code, _ = await asyncio.wait_for(client.received.closed, 10)
+    assert 4000 <= code < 5000 or code in (1002, 3000)
+
+
+async def test_after_connect_a_connected_client_still_sends_large_messages(
+    node: Node, make_user: Callable[[str], str], stomp_clients: list[StompClient]
+) -> None:
+    alice, bob = make_user("alice"), make_user("bob")
+    a = await online(node, alice, stomp_clients)
+    b = await online(node, bob, stomp_clients)
+    await a.send_chat(bob, "x" * 60_000)
+    assert (await b.next_message())["content"] == "x" * 60_000
+
+
+async def test_subscribe_churn_is_refused_with_a_clear_error(
+    node: Node, make_user: Callable[[str], str], stomp_clients: list[StompClient]
+) -> None:
+    """Before: about 250 bind/unbind pairs a second from one connection reached the broker, unbounded."""
+    client = await node.client(make_user("mallory"))
+    stomp_clients.append(client)
+    await client.connect()
+    for _ in range(SUBSCRIPTION_BURST * 5):
+        await client.send_frame("SUBSCRIBE", {"destination": "/user/topic/reply", "id": "churn"})
+        await client.send_frame("UNSUBSCRIBE", {"id": "churn"})
+    frame = await client.next_frame()
+    while frame.command != "ERROR":
+        frame = await client.next_frame()
+    assert frame.headers["message"] == "rate-limited", frame.headers
+    assert "subscribing and unsubscribing too fast" in frame.body.decode()
+    assert (await client.received.closed)[0] == 4009
+    await still_serving(node, make_user, stomp_clients)
+
+
+async def test_a_page_that_resubscribes_a_few_times_is_not_refused(
+    node: Node, make_user: Callable[[str], str], stomp_clients: list[StompClient]
+) -> None:
+    alice, bob = make_user("alice"), make_user("bob")
+    a = await online(node, alice, stomp_clients)
+    await a.subscribe("/user/queue/errors", sub_id="errors")
+    for round_ in range(5):
+        await a.send_frame("UNSUBSCRIBE", {"id": "sub-0", "receipt": f"u{round_}"})
+        assert (await a.next_frame()).command == "RECEIPT"
+        await a.subscribe()
+    b = await online(node, bob, stomp_clients)
+    await b.send_chat(alice, "still subscribed")
+    assert (await a.next_message())["content"] == "still subscribed"
+
+
+def test_a_flood_of_one_log_line_is_cut_to_a_few_and_counted() -> None:
+    """Before: an anonymous client could write about 4,000 log lines a second."""
+    now = [0.0]
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    flood = LogFlood(handler, rate=10, burst=100, report_every=10, clock=lambda: now[0])
+    handler.addFilter(flood)
+    log = logging.getLogger("test.flood")
+    log.propagate = False
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        for number in range(4_000):  # one second of the attack
+            log.info("STOMP error for %s: %s", "anonymous", number)
+        log.info("an unrelated line")  # other templates are untouched
+        now[0] = 11.0
+        log.info("the next line, 11 s later")
+    finally:
+        log.removeHandler(handler)
+    lines = out.getvalue().splitlines()
+    assert len([line for line in lines if "STOMP error" in line and "suppressed" not in line]) == 100
+    assert "INFO an unrelated line" in lines
+    assert "WARNING 3900 similar log lines suppressed: STOMP error for %s: %s" in lines
+    assert lines[-1] == "INFO the next line, 11 s later"
+
+
+async def test_thousands_of_bad_sign_ins_write_a_bounded_number_of_log_lines(tmp_path: Path) -> None:
+    """A real node (``python -m app``, its log set up as in production) and 2,000 refused sign-ins."""
+    users = tmp_path / "users.json"
+    UserDirectory(users).add(f"alice-{uuid.uuid4().hex[:6]}", PASSWORD)
+    log_path = tmp_path / "node.log"
+    node = NodeProcess({"USERS_FILE": str(users), "SECRET_KEY": generate_secret_key().decode()}, log_path)
+    await node.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def attempts(count: int) -> None:
+                for _ in range(count):
+                    body = {"username": "nobody", "password": "wrong-password"}
+                    async with http.post(f"{node.url}/login", json=body, headers={"Origin": node.url}) as reply:
+                        assert reply.status in (401, 429)
+
+            await asyncio.gather(*(attempts(100) for _ in range(20)))
+    finally:
+        node.kill()
+    lines = [line for line in log_path.read_text().splitlines() if "sign-in" in line]
+    # Each refusal used to write a line; now each template writes its burst, then about 10 a second.
+    assert len(lines) < 2 * LOG_BURST + 200, len(lines)
