@@ -5,16 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
+from aiohttp.test_utils import TestServer
 
 from app.auth.users import UserDirectory
-from app.config import generate_secret_key
+from app.backplane.memory import MemoryBackplane
+from app.config import Settings, generate_secret_key
+from app.core.envelope import Envelope
+from app.core.errors import MailboxFull
 from app.logs import LOG_BURST, LogFlood
+from app.server import create_app
+from app.stomp.frames import encode
 from app.stomp.protocol import PRE_CONNECT_LIMITS, SUBSCRIPTION_BURST
 from tests.conftest import PASSWORD, Node
 from tests.support.processes import NodeProcess
@@ -142,3 +149,73 @@ async def test_thousands_of_bad_sign_ins_write_a_bounded_number_of_log_lines(tmp
     lines = [line for line in log_path.read_text().splitlines() if "sign-in" in line]
     # Each refusal used to write a line; now each template writes its burst, then about 10 a second.
     assert len(lines) < 2 * LOG_BURST + 200, len(lines)
+
+
+# -- NACK ----------------------------------------------------------------------------------------------------------
+
+
+async def test_a_nacked_message_comes_back_with_its_id_on_the_next_connection(
+    node: Node, make_user: Callable[[str], str], stomp_clients: list[StompClient]
+) -> None:
+    alice, bob = make_user("alice"), make_user("bob")
+    a = await online(node, alice, stomp_clients)
+    b = await online(node, bob, stomp_clients, ack="client-individual")
+    await a.send_chat(bob, "later, please")
+    message = await b.next_frame()
+    await b.send_frame("NACK", {"id": message.headers["ack"], "receipt": "nack-1"})
+    assert (await b.next_frame()).headers["receipt-id"] == "nack-1"
+    await b.close()
+    b2 = await online(node, bob, stomp_clients, ack="client-individual")
+    again = await b2.next_frame()
+    assert again.headers["message-id"] == message.headers["message-id"]
+    assert json.loads(again.body)["content"] == "later, please"
+
+
+class RefusingMemoryBackplane(MemoryBackplane):
+    """The memory backplane with RabbitMQ's behaviour for a full mailbox: a put-back is refused (reject-publish)."""
+
+    def __init__(self, mailbox_max: int) -> None:
+        super().__init__(mailbox_ttl=3600, mailbox_max=mailbox_max)
+        self.limit = mailbox_max
+
+    async def store(self, envelope: Envelope) -> None:
+        if self.mailbox_size(envelope.receiver) >= self.limit:
+            raise MailboxFull(envelope.receiver)
+        await super().store(envelope)
+
+
+async def test_a_nack_into_a_full_mailbox_is_refused_clearly_and_the_rest_of_the_batch_is_handled(
+    make_user: Callable[[str], str], directory: UserDirectory, secret_key: bytes, users_file: Path,
+    stomp_clients: list[StompClient],
+) -> None:
+    """Before: MailboxFull escaped the NACK handler; the frames after the NACK in the same SockJS message were lost."""
+    backplane = RefusingMemoryBackplane(mailbox_max=2)
+    settings = Settings(port=0, host="127.0.0.1", secret_keys=(secret_key,), users_file=users_file, mailbox_max=2)
+    server = TestServer(create_app(settings, backplane=backplane, directory=directory), host="127.0.0.1")
+    await server.start_server()
+    try:
+        node = Node(str(server.make_url("")).rstrip("/"), server.app, server)
+        alice, bob = make_user("alice"), make_user("bob")
+        a = await online(node, alice, stomp_clients)
+        b = await online(node, bob, stomp_clients, ack="client-individual")
+        await b.subscribe("/user/queue/errors", sub_id="errors")
+        await a.send_chat(bob, "keep me")
+        message = await b.next_frame()
+        for text in ("one", "two"):  # bob's mailbox fills up (mail put back by his other tabs, say)
+            await backplane.store(Envelope.create(alice, bob, text))
+        nack = encode("NACK", {"id": message.headers["ack"], "receipt": "nack"})
+        chat = json.dumps({"to": alice, "msg": "hi"}).encode()
+        send = encode("SEND", {"destination": "/message/chat", "receipt": "after"}, chat)
+        assert b.ws is not None
+        await b.ws.send_str(json.dumps([nack + send]))  # one SockJS message, two frames
+        refusal = await b.next_frame()
+        assert refusal.headers["destination"] == "/user/queue/errors", refusal
+        assert json.loads(refusal.body)["error"] == "mailbox-full"
+        assert json.loads(refusal.body)["receipt-id"] == "nack"
+        assert (await b.next_frame()).headers["receipt-id"] == "after"  # the frame after the NACK was handled
+        assert (await a.next_message())["content"] == "hi"
+        # The refused message is still bob's: he can acknowledge it now.
+        await b.send_frame("ACK", {"id": message.headers["ack"], "receipt": "ack"})
+        assert (await b.next_frame()).headers["receipt-id"] == "ack"
+    finally:
+        await server.close()

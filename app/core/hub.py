@@ -243,6 +243,15 @@ class Hub:
                     await self.backplane.settle_routed()
                     await self._mailbox_flushed(user)
 
+    async def give_back(self, envelope: Envelope) -> None:
+        """An envelope its receiver's connection handed back (STOMP NACK): into their mailbox with its id, after
+        whatever is already on its way back there for them (``leave_now``'s ordered return). Raises the
+        backplane's ``WarrenError`` (``MailboxFull``, ``BackplaneUnavailable``) with nothing stored: the envelope
+        is then still the caller's."""
+        await self._mailbox_flushed(envelope.receiver)
+        await self.backplane.store(envelope)
+        self.stats.returned_unacked += 1
+
     async def pull_mail(self, user: str, max_count: int) -> list[Envelope]:
         """Take and remove up to ``max_count`` of ``user``'s mailbox envelopes (the seed's REST pull)."""
         batch = await self.backplane.fetch_mail(user, max_count)

@@ -313,6 +313,10 @@ class StompConnection:
             except FrameError as exc:
                 self._fail(CloseCode.PROTOCOL_ERROR, "protocol-error", str(exc), frame)
                 return
+            except WarrenError as exc:
+                # The application refused what this frame asked for: the client is told, the frames after it in
+                # the batch are still handled.
+                self._refuse(exc, frame.get("receipt"))
             await budget.spend()
         # Also between SockJS messages that complete no frame (a batch of thousands of one-byte messages).
         await budget.spend()
@@ -488,9 +492,19 @@ class StompConnection:
 
     async def _on_nack(self, frame: Frame) -> None:
         refused = self._settle(frame)
-        # NACK: the client will not process these now; keep them in its mailbox for a later delivery.
-        for envelope in refused:
-            await self.hub.backplane.store(envelope)
+        # NACK: the client will not process these now; keep them in its mailbox for a later delivery, through the
+        # hub (behind mail already on its way back there).
+        for index, (_sub, envelope) in enumerate(refused):
+            try:
+                await self.hub.give_back(envelope)
+            except WarrenError:
+                # Not stored (a full mailbox, the broker away): what was not given back stays unacknowledged here,
+                # as if this NACK had not come, and goes back when the connection ends. The client is told.
+                for kept_sub, kept in reversed(refused[index:]):
+                    kept_sub.unacked[kept.id] = kept
+                    kept_sub.unacked.move_to_end(kept.id, last=False)
+                raise
+        self._signal_progress()
         self._receipt(frame)
 
     async def _on_disconnect(self, frame: Frame) -> None:
@@ -503,13 +517,13 @@ class StompConnection:
 
     # -- helpers --------------------------------------------------------------------------------------------
 
-    def _settle(self, frame: Frame) -> list[Envelope]:
+    def _settle(self, frame: Frame) -> list[tuple[_Subscription, Envelope]]:
         message_id = frame.get("id") if self.version == "1.2" else frame.get("message-id")
         if not message_id:
             raise FrameError(f"{frame.command} needs an {'id' if self.version == '1.2' else 'message-id'} header")
         sub_id = frame.get("subscription")
         subs = [self._subscriptions[sub_id]] if sub_id in self._subscriptions else list(self._subscriptions.values())
-        settled: list[Envelope] = []
+        settled: list[tuple[_Subscription, Envelope]] = []
         for sub in subs:
             if message_id not in sub.unacked:
                 continue
@@ -517,11 +531,11 @@ class StompConnection:
                 # Cumulative: this message and every earlier one of the subscription.
                 while sub.unacked:
                     key, envelope = sub.unacked.popitem(last=False)
-                    settled.append(envelope)
+                    settled.append((sub, envelope))
                     if key == message_id:
                         break
             else:
-                settled.append(sub.unacked.pop(message_id))
+                settled.append((sub, sub.unacked.pop(message_id)))
         return settled
 
     def _message_frame(self, headers: dict[str, str], body: str) -> str:
