@@ -37,9 +37,9 @@ async def test_a_connection_that_has_not_connected_cannot_pin_more_than_a_few_ki
     client = await node.client(make_user("alice"))
     stomp_clients.append(client)
     await client.open()
-    await client.send_raw("CONNECT\naccept-version:1.2\nx-padding:" + "a" * 2000 + "\n")
-    await client.send_raw("x-more:" + "a" * 2000 + "\n")
-    await client.send_raw("x-more:" + "a" * 2000 + "\n")  # past 4 KiB, and still no blank line
+    await client.send_raw("CONNECT\naccept-version:1.2\nx-padding:" + "a" * 3000 + "\n")
+    for _ in range(3):  # past 8 KiB, and still no blank line
+        await client.send_raw("x-more:" + "a" * 3000 + "\n")
     assert f"longer than {PRE_CONNECT_LIMITS.head_bound} bytes" in await expect_error(client, "malformed-frame")
 
 

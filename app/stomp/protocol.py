@@ -55,9 +55,10 @@ _SET_UP = frozenset({"CONNECT", "STOMP", "SUBSCRIBE"})
 SEND_TIME_LIMIT = 10.0
 #: Envelopes one subscription may hold unacknowledged in a client-ack mode before it is a slow consumer.
 MAX_UNACKED = 1_000
-#: What an unfinished frame may hold before the connection is CONNECTed (a CONNECT frame is a few hundred bytes):
-#: connections that have not signed in cannot pin the memory of a connected client's frame.
-PRE_CONNECT_LIMITS = Limits(max_headers=16, max_header_line=2048, max_body=1024, max_head=4096)
+#: What an unfinished frame may hold before the connection is CONNECTed (a CONNECT frame is a few hundred bytes;
+#: 8 KiB leaves room for a token in a header): connections that have not signed in cannot pin the ~0.5 MiB a
+#: connected client's frame may hold.
+PRE_CONNECT_LIMITS = Limits(max_headers=16, max_header_line=4096, max_body=1024, max_head=8192)
 #: Input held unparsed: several requests of one session may queue their messages while one is handled.
 MAX_PENDING_FRAMES = 2
 _connection_ids = itertools.count(1)
