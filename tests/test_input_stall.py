@@ -224,3 +224,24 @@ async def test_the_node_keeps_answering_while_an_xhr_send_carries_the_largest_bo
         assert probe.report("a 1 MiB xhr_send of 47,000 ACK frames") < STALL_LIMIT
     finally:
         await http.close()
+
+
+async def test_the_node_keeps_answering_while_a_jsonp_send_carries_a_body_of_escapes(
+    warren: tuple[NodeProcess, str],
+) -> None:
+    node, user = warren
+    http = await sign_in(node.url, user, PASSWORD)
+    try:
+        session = await xhr_session(http, node.url)
+        # The form field's value URL-encoded as a browser form does it: every byte an escape, 1 MiB in all.
+        frames = "".join(f"%{byte:02X}" for byte in batch(ACKS, LARGEST_REQUEST_BODY // 3 - 16).encode())
+        async with HealthProbe(node.url) as probe:
+            async with http.post(
+                session + "/jsonp_send",
+                data=("d=" + frames).encode(),
+                headers={"Origin": node.url, "Content-Type": "application/x-www-form-urlencoded"},
+            ) as reply:
+                assert (reply.status, await reply.text()) == (200, "ok")
+        assert probe.report("a 1 MiB jsonp_send of URL escapes") < STALL_LIMIT
+    finally:
+        await http.close()

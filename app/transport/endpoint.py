@@ -47,7 +47,7 @@ import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 from aiohttp.abc import AbstractStreamWriter
@@ -261,7 +261,7 @@ class SockJSEndpoint:
         body = await request.read()
         try:
             if transport == "jsonp_send" and request.content_type == "application/x-www-form-urlencoded":
-                body = _form_field(body, "d")
+                body = await framing.form_field(body, "d")
             messages = parse_messages(body)
         except TooManyMessages as exc:
             return _server_error(str(exc), self._cors(request), status=413)
@@ -500,17 +500,6 @@ def _close_text(session: Session) -> str:
     pending = session.next_frame()
     assert pending is not None and pending.kind is FrameKind.CLOSE
     return pending.text
-
-
-def _form_field(body: bytes, name: str) -> bytes:
-    try:
-        fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, errors="strict")
-    except (UnicodeDecodeError, ValueError):
-        raise BadPayload("Broken JSON encoding.") from None
-    values = fields.get(name)
-    if not values or not values[0]:
-        raise BadPayload("Payload expected.")
-    return values[0].encode()
 
 
 def _etag_matches(header: str | None, etag: str) -> bool:
