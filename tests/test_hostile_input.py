@@ -219,3 +219,17 @@ async def test_a_nack_into_a_full_mailbox_is_refused_clearly_and_the_rest_of_the
         assert (await b.next_frame()).headers["receipt-id"] == "ack"
     finally:
         await server.close()
+
+
+async def test_a_send_body_of_deeply_nested_json_is_refused_like_any_bad_body(
+    node: Node, make_user: Callable[[str], str], stomp_clients: list[StompClient]
+) -> None:
+    """Before: RecursionError escaped the SEND handler (a traceback in the log, no answer for the sender)."""
+    alice = make_user("alice")
+    a = await online(node, alice, stomp_clients)
+    await a.subscribe("/user/queue/errors", sub_id="errors")
+    await a.send_frame("SEND", {"destination": "/message/chat", "receipt": "deep"}, b"[" * 100_000)
+    refusal = json.loads((await a.next_frame()).body)
+    assert (refusal["error"], refusal["receipt-id"]) == ("invalid-message", "deep")
+    await a.send_chat(alice, "still here")
+    assert (await a.next_message())["content"] == "still here"

@@ -672,7 +672,8 @@ def _chat_fields(body: bytes) -> tuple[str, str]:
 
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: nested deeper than the interpreter's stack ("[[[[..."), a crafted body.
         raise InvalidMessage('the body must be JSON like {"receiver": "bob", "msg": "hi"}') from None
     if not isinstance(data, dict):
         raise InvalidMessage('the body must be a JSON object like {"receiver": "bob", "msg": "hi"}')
