@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ from app.backplane.memory import MemoryBackplane
 from app.config import Settings, generate_secret_key
 from app.core.envelope import Envelope
 from app.core.errors import MailboxFull
+from app.core.hub import SUBSCRIPTIONS_PER_USER_BURST, SUBSCRIPTIONS_PER_USER_RATE
 from app.logs import LOG_BURST, LogFlood
 from app.server import create_app
 from app.stomp.frames import encode
@@ -83,6 +85,36 @@ async def test_subscribe_churn_is_refused_with_a_clear_error(
     assert "subscribing and unsubscribing too fast" in frame.body.decode()
     assert (await client.received.closed)[0] == 4009
     await still_serving(node, make_user, stomp_clients)
+
+
+async def test_subscribe_churn_across_reconnects_is_refused_too(
+    node: Node, make_user: Callable[[str], str], stomp_clients: list[StompClient]
+) -> None:
+    mallory = make_user("mallory")
+    refused = None
+    accepted = 0
+    started = time.monotonic()
+    for attempt in range(40):
+        client = await node.client(mallory)
+        stomp_clients.append(client)
+        await client.connect()
+        for pair in range(SUBSCRIPTION_BURST // 2):
+            await client.send_frame("SUBSCRIBE", {"destination": "/user/topic/reply", "id": "churn"})
+            await client.send_frame("UNSUBSCRIBE", {"id": "churn", "receipt": f"{attempt}-{pair}"})
+        frame = await client.next_frame()
+        while frame.command == "RECEIPT":
+            accepted += 2
+            if frame.headers["receipt-id"] == f"{attempt}-{SUBSCRIPTION_BURST // 2 - 1}":
+                break
+            frame = await client.next_frame()
+        await client.close()
+        if frame.command == "ERROR":
+            refused = frame
+            break
+    assert refused is not None, "a fresh connection gave a fresh allowance every time"
+    assert refused.headers["message"] == "rate-limited" and "for one user" in refused.body.decode()
+    allowance = SUBSCRIPTIONS_PER_USER_BURST + SUBSCRIPTIONS_PER_USER_RATE * (time.monotonic() - started)
+    assert accepted <= allowance + SUBSCRIPTION_BURST, (accepted, allowance)
 
 
 async def test_a_page_that_resubscribes_a_few_times_is_not_refused(

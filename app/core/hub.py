@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 MAILBOX_BATCH = 500
 #: Live envelopes held for one user while their mailbox drains; past it they go to the mailbox behind the rest.
 HELD_WHILE_DRAINING_MAX = 10_000
+#: SUBSCRIBE/UNSUBSCRIBE frames per second one user may send through this node, and the burst: 32 tabs opening at
+#: once subscribe about 64 times.
+SUBSCRIPTIONS_PER_USER_RATE = 10.0
+SUBSCRIPTIONS_PER_USER_BURST = 100
 
 
 class LatencyHistogram:
@@ -111,6 +115,9 @@ class Hub:
         self.connection_message_burst = connection_message_burst
         # Per sender, shared by every connection and the HTTP API on this node; 0 turns it off.
         self._send_limits = RateLimiter(message_rate, message_burst) if message_rate > 0 else None
+        #: SUBSCRIBE/UNSUBSCRIBE per user on this node (each can bind or unbind the user on the broker); the STOMP
+        #: layer also limits each connection. Per user too, so reconnecting does not buy a fresh allowance.
+        self.subscription_limits = RateLimiter(SUBSCRIPTIONS_PER_USER_RATE, SUBSCRIPTIONS_PER_USER_BURST)
         self.stats = HubStats()
         #: Connection set-up steps (SockJS open, STOMP CONNECT/SUBSCRIBE, post-bind drain) pass through it, so a
         #: reconnect storm is spread over loop iterations instead of stalling them (``app.core.pacing``).

@@ -46,7 +46,8 @@ SERVER_HEARTBEAT_MS = (10_000, 10_000)
 MAX_SUBSCRIPTIONS = 16
 #: SUBSCRIBE and UNSUBSCRIBE frames one connection may send per second, and the burst above that. A page subscribes
 #: two or three times when it connects; every subscribe and unsubscribe of the chat channel can bind or unbind
-#: the user on the broker, so a client that churns them (250 pairs a second, measured) is refused.
+#: the user on the broker, so a client that churns them (250 pairs a second, measured) is refused. The hub also
+#: limits them per user (``Hub.subscription_limits``), so reconnecting does not buy a fresh allowance.
 SUBSCRIPTION_RATE = 2.0
 SUBSCRIPTION_BURST = 20
 #: Commands that set a connection up; they pass the hub's pacer.
@@ -410,13 +411,16 @@ class StompConnection:
         bucket = self._subscription_bucket
         if bucket is None:
             bucket = self._subscription_bucket = TokenBucket(SUBSCRIPTION_RATE, SUBSCRIPTION_BURST)
-        if bucket.take():
+        user_bucket = self.hub.subscription_limits.bucket(self.user)
+        if bucket.available() and user_bucket.take():
+            bucket.take()
             return True
+        limit = bucket if not bucket.available() else user_bucket
         self._fail(
             CloseCode.REFUSED,
             "rate-limited",
-            f"subscribing and unsubscribing too fast: at most {SUBSCRIPTION_RATE:g} a second; reconnect in "
-            f"{max(1.0, bucket.retry_after()):.0f} s",
+            f"subscribing and unsubscribing too fast: at most {limit.rate:g} a second"
+            f"{'' if limit is bucket else ' for one user'}; reconnect in {max(1.0, limit.retry_after()):.0f} s",
             frame,
         )
         return False
