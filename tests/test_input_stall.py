@@ -6,8 +6,10 @@ process every 10 ms while a signed-in client sends the attack, and asserts that 
 below what the attack cost before (seconds): the node examines each byte a bounded number of times, bounds the
 SockJS messages per frame and per request, and yields to the event loop between parts of a big batch.
 
-The bound asserted (``STALL_LIMIT``) is generous because this machine's cores are shared with other test runs;
-the figures measured are printed (``-s``) and quoted in the README.
+The bound asserted (``STALL_LIMIT``) is generous because this machine's cores are shared with other test runs, and
+an attack is tried up to three times (a fresh connection each) before a stall counts: a busy machine can
+deschedule the node for a moment, but before the fix every try stalled for seconds. The figures measured are
+printed (``-s``) and quoted in the README.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import json
 import statistics
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -129,53 +131,25 @@ async def until_closed_or_quiet(ws: aiohttp.ClientWebSocketResponse, seconds: fl
                 return
 
 
-async def test_the_node_keeps_answering_while_a_websocket_sends_10000_tiny_messages_after_a_huge_header(
-    warren: tuple[NodeProcess, str],
-) -> None:
-    node, user = warren
-    http = await sign_in(node.url, user, PASSWORD)
-    try:
-        ws = await connected_websocket(http, node.url)
-        await ws.send_str(json.dumps([UNTERMINATED_HEAD]))
-        async with HealthProbe(node.url) as probe:
-            await ws.send_str(json.dumps(["a"] * 10_000))  # a 50 KB frame
-            await until_closed_or_quiet(ws, 2.0)
-        assert probe.report("10,000 tiny messages after a 124 KiB header") < STALL_LIMIT
-    finally:
-        await http.close()
+Strike = Callable[[], Awaitable[None]]
+#: Sets an attack up on a signed-in HTTP session (outside the probe's window); returns the strike itself.
+Prepare = Callable[[aiohttp.ClientSession, str], Awaitable[Strike]]
 
 
-async def test_the_node_keeps_answering_while_a_websocket_sends_the_largest_frame_allowed(
-    warren: tuple[NodeProcess, str],
-) -> None:
-    node, user = warren
-    http = await sign_in(node.url, user, PASSWORD)
-    try:
-        ws = await connected_websocket(http, node.url)
-        await ws.send_str(json.dumps([UNTERMINATED_HEAD]))
-        async with HealthProbe(node.url) as probe:
-            await ws.send_str(batch("a", LARGEST_WEBSOCKET_MESSAGE))  # 147,000 one-byte messages
-            await until_closed_or_quiet(ws, 2.0)
-        assert probe.report("the largest WebSocket frame after a 124 KiB header") < STALL_LIMIT
-    finally:
-        await http.close()
-
-
-async def test_the_node_keeps_answering_while_a_websocket_sends_a_frame_of_many_small_stomp_frames(
-    warren: tuple[NodeProcess, str],
-) -> None:
-    node, user = warren
-    http = await sign_in(node.url, user, PASSWORD)
-    try:
-        ws = await connected_websocket(http, node.url)
-        async with HealthProbe(node.url) as probe:
-            # Valid input as large as allowed: about 26,000 STOMP frames in one WebSocket frame.
-            await ws.send_str(batch(ACKS, LARGEST_WEBSOCKET_MESSAGE))
-            await ws.send_str(json.dumps(["SEND\ndestination:/nowhere\nreceipt:done\n\n\x00"]))
-            await until_closed_or_quiet(ws, 10.0)
-        assert probe.report("a WebSocket frame of 26,000 ACK frames") < STALL_LIMIT
-    finally:
-        await http.close()
+async def assert_node_keeps_answering(node: NodeProcess, user: str, prepare: Prepare, what: str) -> None:
+    worst: list[float] = []
+    for _ in range(3):
+        http = await sign_in(node.url, user, PASSWORD)
+        try:
+            strike = await prepare(http, node.url)
+            async with HealthProbe(node.url) as probe:
+                await strike()
+            worst.append(probe.report(what))
+        finally:
+            await http.close()
+        if worst[-1] < STALL_LIMIT:
+            return
+    raise AssertionError(f"{what}: /healthz stalled for {worst} s in three tries (limit {STALL_LIMIT} s)")
 
 
 async def xhr_session(http: aiohttp.ClientSession, url: str) -> str:
@@ -195,53 +169,102 @@ async def xhr_send(http: aiohttp.ClientSession, session: str, url: str, messages
         return reply.status
 
 
+async def test_the_node_keeps_answering_while_a_websocket_sends_10000_tiny_messages_after_a_huge_header(
+    warren: tuple[NodeProcess, str],
+) -> None:
+    async def prepare(http: aiohttp.ClientSession, url: str) -> Strike:
+        ws = await connected_websocket(http, url)
+        await ws.send_str(json.dumps([UNTERMINATED_HEAD]))
+
+        async def strike() -> None:
+            await ws.send_str(json.dumps(["a"] * 10_000))  # a 50 KB frame
+            await until_closed_or_quiet(ws, 2.0)
+
+        return strike
+
+    await assert_node_keeps_answering(*warren, prepare, "10,000 tiny messages after a 124 KiB header")
+
+
+async def test_the_node_keeps_answering_while_a_websocket_sends_the_largest_frame_allowed(
+    warren: tuple[NodeProcess, str],
+) -> None:
+    async def prepare(http: aiohttp.ClientSession, url: str) -> Strike:
+        ws = await connected_websocket(http, url)
+        await ws.send_str(json.dumps([UNTERMINATED_HEAD]))
+
+        async def strike() -> None:
+            await ws.send_str(batch("a", LARGEST_WEBSOCKET_MESSAGE))  # 147,000 one-byte messages
+            await until_closed_or_quiet(ws, 2.0)
+
+        return strike
+
+    await assert_node_keeps_answering(*warren, prepare, "the largest WebSocket frame after a 124 KiB header")
+
+
+async def test_the_node_keeps_answering_while_a_websocket_sends_frames_of_many_small_stomp_frames(
+    warren: tuple[NodeProcess, str],
+) -> None:
+    async def prepare(http: aiohttp.ClientSession, url: str) -> Strike:
+        ws = await connected_websocket(http, url)
+
+        async def strike() -> None:
+            # Valid input as large as allowed, three WebSocket frames of it: about 80,000 STOMP frames.
+            for _ in range(3):
+                await ws.send_str(batch(ACKS, LARGEST_WEBSOCKET_MESSAGE))
+            await ws.send_str(json.dumps(["SEND\ndestination:/nowhere\nreceipt:done\n\n\x00"]))
+            await until_closed_or_quiet(ws, 10.0)
+
+        return strike
+
+    await assert_node_keeps_answering(*warren, prepare, "three WebSocket frames of 26,000 ACK frames each")
+
+
 async def test_the_node_keeps_answering_while_an_xhr_send_carries_thousands_of_tiny_messages(
     warren: tuple[NodeProcess, str],
 ) -> None:
-    node, user = warren
-    http = await sign_in(node.url, user, PASSWORD)
-    try:
-        session = await xhr_session(http, node.url)
-        await xhr_send(http, session, node.url, [UNTERMINATED_HEAD])
-        async with HealthProbe(node.url) as probe:
-            await xhr_send(http, session, node.url, ["a"] * 6_000)  # 25 KB
-        assert probe.report("a 25 KB xhr_send after a 124 KiB header") < STALL_LIMIT
-    finally:
-        await http.close()
+    async def prepare(http: aiohttp.ClientSession, url: str) -> Strike:
+        session = await xhr_session(http, url)
+        await xhr_send(http, session, url, [UNTERMINATED_HEAD])
+
+        async def strike() -> None:
+            await xhr_send(http, session, url, ["a"] * 6_000)  # 25 KB
+
+        return strike
+
+    await assert_node_keeps_answering(*warren, prepare, "a 25 KB xhr_send after a 124 KiB header")
 
 
 async def test_the_node_keeps_answering_while_an_xhr_send_carries_the_largest_body_allowed(
     warren: tuple[NodeProcess, str],
 ) -> None:
-    node, user = warren
-    http = await sign_in(node.url, user, PASSWORD)
-    try:
-        session = await xhr_session(http, node.url)
-        async with HealthProbe(node.url) as probe:
+    async def prepare(http: aiohttp.ClientSession, url: str) -> Strike:
+        session = await xhr_session(http, url)
+
+        async def strike() -> None:
             # Valid input as large as allowed: about 47,000 ACK frames.
-            status = await xhr_send(http, session, node.url, batch(ACKS, LARGEST_REQUEST_BODY))
-            assert status == 204
-        assert probe.report("a 1 MiB xhr_send of 47,000 ACK frames") < STALL_LIMIT
-    finally:
-        await http.close()
+            assert await xhr_send(http, session, url, batch(ACKS, LARGEST_REQUEST_BODY)) == 204
+
+        return strike
+
+    await assert_node_keeps_answering(*warren, prepare, "a 1 MiB xhr_send of 47,000 ACK frames")
 
 
 async def test_the_node_keeps_answering_while_a_jsonp_send_carries_a_body_of_escapes(
     warren: tuple[NodeProcess, str],
 ) -> None:
-    node, user = warren
-    http = await sign_in(node.url, user, PASSWORD)
-    try:
-        session = await xhr_session(http, node.url)
+    async def prepare(http: aiohttp.ClientSession, url: str) -> Strike:
+        session = await xhr_session(http, url)
         # The form field's value URL-encoded as a browser form does it: every byte an escape, 1 MiB in all.
         frames = "".join(f"%{byte:02X}" for byte in batch(ACKS, LARGEST_REQUEST_BODY // 3 - 16).encode())
-        async with HealthProbe(node.url) as probe:
+
+        async def strike() -> None:
             async with http.post(
                 session + "/jsonp_send",
                 data=("d=" + frames).encode(),
-                headers={"Origin": node.url, "Content-Type": "application/x-www-form-urlencoded"},
+                headers={"Origin": url, "Content-Type": "application/x-www-form-urlencoded"},
             ) as reply:
                 assert (reply.status, await reply.text()) == (200, "ok")
-        assert probe.report("a 1 MiB jsonp_send of URL escapes") < STALL_LIMIT
-    finally:
-        await http.close()
+
+        return strike
+
+    await assert_node_keeps_answering(*warren, prepare, "a 1 MiB jsonp_send of URL escapes")
