@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from aiohttp import web
 
+from . import logs
 from .config import Settings, generate_secret_key
 from .core.errors import ConfigurationError, InvalidUsername, WarrenError
 
@@ -55,6 +56,8 @@ def configure_logging(settings: Settings) -> None:
         handler.setFormatter(
             logging.Formatter(f"%(asctime)s %(levelname)s [{settings.node_id}] %(name)s: %(message)s")
         )
+    # Many lines are caused by what clients send: bounded per message template, so no client can flood the log.
+    logs.install(handler)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)

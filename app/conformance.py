@@ -78,6 +78,7 @@ def create_conformance_app(settings: Settings) -> web.Application:
             cookie_needed=True,
             websocket=websocket,
             response_limit=SUITE_RESPONSE_LIMIT,
+            bad_payload_status=500,
             max_websocket_message=settings.max_message_bytes * 8 + 64 * 1024,
         )
         SockJSEndpoint(manager, options).add_routes(app.router, prefix)

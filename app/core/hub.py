@@ -58,6 +58,10 @@ BATCH_BYTES = 4 * 1024 * 1024
 ENVELOPE_OVERHEAD = 1024
 #: Live envelopes held for one user while their mailbox drains; past it they go to the mailbox behind the rest.
 HELD_WHILE_DRAINING_MAX = 10_000
+#: SUBSCRIBE/UNSUBSCRIBE frames per second one user may send through this node, and the burst: 32 tabs opening at
+#: once subscribe about 64 times.
+SUBSCRIPTIONS_PER_USER_RATE = 10.0
+SUBSCRIPTIONS_PER_USER_BURST = 100
 
 
 class LatencyHistogram:
@@ -148,6 +152,9 @@ class Hub:
         self.connection_message_burst = connection_message_burst
         # Per sender, shared by every connection and the HTTP API on this node; 0 turns it off.
         self._send_limits = RateLimiter(message_rate, message_burst) if message_rate > 0 else None
+        #: SUBSCRIBE/UNSUBSCRIBE per user on this node (each can bind or unbind the user on the broker); the STOMP
+        #: layer also limits each connection. Per user too, so reconnecting does not buy a fresh allowance.
+        self.subscription_limits = RateLimiter(SUBSCRIPTIONS_PER_USER_RATE, SUBSCRIPTIONS_PER_USER_BURST)
         self.stats = HubStats()
         #: Connection set-up steps (SockJS open, STOMP CONNECT/SUBSCRIBE, post-bind drain) pass through it, so a
         #: reconnect storm is spread over loop iterations instead of stalling them (``app.core.pacing``).
@@ -304,6 +311,15 @@ class Hub:
         await asyncio.gather(*(self._mailbox_flushed(user) for user in users))
         await self.backplane.unbind_all(users)
         await asyncio.gather(*(self._mailbox_flushed(user) for user in list(self._returning_done)))
+
+    async def give_back(self, envelope: Envelope) -> None:
+        """An envelope its receiver's connection handed back (STOMP NACK): into their mailbox with its id, after
+        whatever is already on its way back there for them (``leave_now``'s ordered return). Raises the
+        backplane's ``WarrenError`` (``MailboxFull``, ``BackplaneUnavailable``) with nothing stored: the envelope
+        is then still the caller's."""
+        await self._mailbox_flushed(envelope.receiver)
+        await self.backplane.store(envelope)
+        self.stats.returned_unacked += 1
 
     async def pull_mail(self, user: str, max_count: int, max_bytes: int = BATCH_BYTES) -> list[Envelope]:
         """Take and remove up to ``max_count`` of ``user``'s mailbox envelopes, about ``max_bytes`` of them as

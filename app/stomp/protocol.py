@@ -4,6 +4,11 @@ The connection knows nothing of SockJS: it writes text through a ``Wire`` (send 
 from one connection are handled one at a time, in order, so a client's SENDs are published in the order it sent
 them.
 
+Input costs bounded work and memory: the parser keeps its place between SockJS messages (each byte is examined a
+bounded number of times), the connection yields to the event loop between the parts of a big batch
+(``app.core.budget``), and before ``CONNECT`` an unfinished frame may hold at most ``PRE_CONNECT_LIMITS`` (a
+few KiB, not the ~0.5 MiB a connected client's frame may have).
+
 Errors: a frame the server cannot accept as STOMP (malformed, unknown command, frame before CONNECT, bad
 destination, oversized) gets an ERROR frame and the connection is closed, as STOMP requires. A SEND refused by the
 application (unknown receiver, message too large, mailbox full, broker unavailable, rate limited) does not end
@@ -25,6 +30,7 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..core.budget import INPUT_BUDGET
 from ..core.envelope import Envelope
 from ..core.errors import RateLimited, WarrenError
 from ..core.hub import Hub
@@ -38,12 +44,24 @@ SERVER_NAME = "Warren/0.1"
 #: What the server offers: it can send a heart-beat every 10 s and wants one from the client every 10 s.
 SERVER_HEARTBEAT_MS = (10_000, 10_000)
 MAX_SUBSCRIPTIONS = 16
+#: SUBSCRIBE and UNSUBSCRIBE frames one connection may send per second, and the burst above that. A page subscribes
+#: two or three times when it connects; every subscribe and unsubscribe of the chat channel can bind or unbind
+#: the user on the broker, so a client that churns them (250 pairs a second, measured) is refused. The hub also
+#: limits them per user (``Hub.subscription_limits``), so reconnecting does not buy a fresh allowance.
+SUBSCRIPTION_RATE = 2.0
+SUBSCRIPTION_BURST = 20
 #: Commands that set a connection up; they pass the hub's pacer.
 _SET_UP = frozenset({"CONNECT", "STOMP", "SUBSCRIBE"})
 #: Seconds a mailbox drain waits for a client to read or acknowledge before calling it a slow consumer.
 SEND_TIME_LIMIT = 10.0
 #: Envelopes one subscription may hold unacknowledged in a client-ack mode before it is a slow consumer.
 MAX_UNACKED = 1_000
+#: What an unfinished frame may hold before the connection is CONNECTed (a CONNECT frame is a few hundred bytes;
+#: 8 KiB leaves room for a token in a header): connections that have not signed in cannot pin the ~0.5 MiB a
+#: connected client's frame may hold.
+PRE_CONNECT_LIMITS = Limits(max_headers=16, max_header_line=4096, max_body=1024, max_head=8192)
+#: Input held unparsed: several requests of one session may queue their messages while one is handled.
+MAX_PENDING_FRAMES = 2
 _connection_ids = itertools.count(1)
 # Strong references to fire-and-forget tasks (the event loop keeps only weak ones).
 _background: set[asyncio.Task[None]] = set()
@@ -106,6 +124,7 @@ class StompConnection:
     __slots__ = (
         "_busy",
         "_closed",
+        "_frame_limits",
         "_last_received",
         "_last_sent",
         "_lock",
@@ -116,6 +135,7 @@ class StompConnection:
         "_send_bucket",
         "_send_buffer_bytes",
         "_send_interval",
+        "_subscription_bucket",
         "_subscriptions",
         "_timer",
         "_user",
@@ -142,7 +162,8 @@ class StompConnection:
         self.transport = transport
         self.session_id = f"{next(_connection_ids):x}"
         self.version: str | None = None
-        self._parser = FrameParser(_limits(max_frame_body))
+        self._frame_limits = _limits(max_frame_body)
+        self._parser = FrameParser(PRE_CONNECT_LIMITS)
         self._send_buffer_bytes = send_buffer_bytes
         self._subscriptions: dict[str, _Subscription] = {}
         self._online = False
@@ -160,6 +181,7 @@ class StompConnection:
         self._progress: asyncio.Event | None = None
         rate, burst = hub.connection_message_rate, hub.connection_message_burst
         self._send_bucket = TokenBucket(rate, burst) if rate > 0 else None
+        self._subscription_bucket: TokenBucket | None = None
 
     # -- Subscriber -----------------------------------------------------------------------------------------
 
@@ -244,10 +266,18 @@ class StompConnection:
         except UnicodeEncodeError:
             self._fail(CloseCode.PROTOCOL_ERROR, "invalid-utf8", "the message is not valid UTF-8")
             return
-        try:
-            frames = self._parser.feed(data)
-        except FrameError as exc:
-            self._fail(CloseCode.PROTOCOL_ERROR, "malformed-frame", str(exc))
+        # Appended at once, parsed by whoever handles this connection's input: the stream keeps arrival order even
+        # when requests overlap.
+        parser = self._parser
+        parser.append(data)
+        limits = parser.limits
+        bound = MAX_PENDING_FRAMES * (limits.head_bound + limits.max_body) + len(data)
+        if parser.pending > bound:
+            self._fail(
+                CloseCode.PROTOCOL_ERROR,
+                "input-overflow",
+                f"more than {bound} bytes of STOMP input are waiting: send less at once",
+            )
             return
         lock = self._lock
         if lock is None:
@@ -255,7 +285,7 @@ class StompConnection:
                 # The usual case: nothing else of this connection is being handled, so no lock is needed.
                 self._busy = True
                 try:
-                    await self._handle_all(frames)
+                    await self._handle_input()
                 finally:
                     self._busy = False
                     if self._lock is not None:
@@ -263,21 +293,35 @@ class StompConnection:
                 return
             # Another request of this session is handling its frames (HTTP sends can overlap): from now on a lock
             # keeps them in order. It is taken on behalf of the running call (a new lock: this never waits), which
-            # releases it when done.
+            # releases it when done. That call also parses what this one appended.
             lock = self._lock = asyncio.Lock()
             await lock.acquire()
         async with lock:
-            await self._handle_all(frames)
+            await self._handle_input()
 
-    async def _handle_all(self, frames: list[Frame]) -> None:
-        for frame in frames:
-            if self._closed:
+    async def _handle_input(self) -> None:
+        """Parse and handle the frames appended so far, one at a time, yielding to the loop between them."""
+        budget = INPUT_BUDGET
+        while not self._closed:
+            try:
+                frame = self._parser.next_frame()
+            except FrameError as exc:
+                self._fail(CloseCode.PROTOCOL_ERROR, "malformed-frame", str(exc))
                 return
+            if frame is None:
+                break
             try:
                 await self._handle(frame)
             except FrameError as exc:
                 self._fail(CloseCode.PROTOCOL_ERROR, "protocol-error", str(exc), frame)
                 return
+            except WarrenError as exc:
+                # The application refused what this frame asked for: the client is told, the frames after it in
+                # the batch are still handled.
+                self._refuse(exc, frame.get("receipt"))
+            await budget.spend()
+        # Also between SockJS messages that complete no frame (a batch of thousands of one-byte messages).
+        await budget.spend()
 
     async def on_close(self) -> None:
         """The session is gone: leave the hub (unacknowledged mail goes back to the mailbox)."""
@@ -348,6 +392,7 @@ class StompConnection:
             return
         self.version = version
         self._parser.version = version
+        self._parser.limits = self._frame_limits
         headers = {"version": version, "server": SERVER_NAME, "session": self.session_id, "user-name": self.user}
         if version != "1.0":
             client_send, client_receive = _parse_heartbeat(frame.get("heart-beat"))
@@ -361,7 +406,28 @@ class StompConnection:
             self._arm_timer()
         self._write(encode("CONNECTED", headers, version=version))
 
+    def _subscription_allowed(self, frame: Frame) -> bool:
+        """Take a token for a SUBSCRIBE/UNSUBSCRIBE; past the limit the connection is refused (ERROR, 4009)."""
+        bucket = self._subscription_bucket
+        if bucket is None:
+            bucket = self._subscription_bucket = TokenBucket(SUBSCRIPTION_RATE, SUBSCRIPTION_BURST)
+        user_bucket = self.hub.subscription_limits.bucket(self.user)
+        if bucket.available() and user_bucket.take():
+            bucket.take()
+            return True
+        limit = bucket if not bucket.available() else user_bucket
+        self._fail(
+            CloseCode.REFUSED,
+            "rate-limited",
+            f"subscribing and unsubscribing too fast: at most {limit.rate:g} a second"
+            f"{'' if limit is bucket else ' for one user'}; reconnect in {max(1.0, limit.retry_after()):.0f} s",
+            frame,
+        )
+        return False
+
     async def _on_subscribe(self, frame: Frame) -> None:
+        if not self._subscription_allowed(frame):
+            return
         destination = frame.get("destination")
         if not destination:
             raise FrameError("SUBSCRIBE needs a destination header")
@@ -391,6 +457,8 @@ class StompConnection:
         self._receipt(frame)
 
     async def _on_unsubscribe(self, frame: Frame) -> None:
+        if not self._subscription_allowed(frame):
+            return
         sub_id = frame.get("id") or (frame.get("destination") if self.version == "1.0" else None)
         sub = self._subscriptions.get(sub_id or "")
         if sub is None:
@@ -429,9 +497,19 @@ class StompConnection:
 
     async def _on_nack(self, frame: Frame) -> None:
         refused = self._settle(frame)
-        # NACK: the client will not process these now; keep them in its mailbox for a later delivery.
-        for envelope in refused:
-            await self.hub.backplane.store(envelope)
+        # NACK: the client will not process these now; keep them in its mailbox for a later delivery, through the
+        # hub (behind mail already on its way back there).
+        for index, (_sub, envelope) in enumerate(refused):
+            try:
+                await self.hub.give_back(envelope)
+            except WarrenError:
+                # Not stored (a full mailbox, the broker away): what was not given back stays unacknowledged here,
+                # as if this NACK had not come, and goes back when the connection ends. The client is told.
+                for kept_sub, kept in reversed(refused[index:]):
+                    kept_sub.unacked[kept.id] = kept
+                    kept_sub.unacked.move_to_end(kept.id, last=False)
+                raise
+        self._signal_progress()
         self._receipt(frame)
 
     async def _on_disconnect(self, frame: Frame) -> None:
@@ -444,13 +522,13 @@ class StompConnection:
 
     # -- helpers --------------------------------------------------------------------------------------------
 
-    def _settle(self, frame: Frame) -> list[Envelope]:
+    def _settle(self, frame: Frame) -> list[tuple[_Subscription, Envelope]]:
         message_id = frame.get("id") if self.version == "1.2" else frame.get("message-id")
         if not message_id:
             raise FrameError(f"{frame.command} needs an {'id' if self.version == '1.2' else 'message-id'} header")
         sub_id = frame.get("subscription")
         subs = [self._subscriptions[sub_id]] if sub_id in self._subscriptions else list(self._subscriptions.values())
-        settled: list[Envelope] = []
+        settled: list[tuple[_Subscription, Envelope]] = []
         for sub in subs:
             if message_id not in sub.unacked:
                 continue
@@ -458,11 +536,11 @@ class StompConnection:
                 # Cumulative: this message and every earlier one of the subscription.
                 while sub.unacked:
                     key, envelope = sub.unacked.popitem(last=False)
-                    settled.append(envelope)
+                    settled.append((sub, envelope))
                     if key == message_id:
                         break
             else:
-                settled.append(sub.unacked.pop(message_id))
+                settled.append((sub, sub.unacked.pop(message_id)))
         return settled
 
     def _message_frame(self, headers: dict[str, str], body: str) -> str:
@@ -604,7 +682,8 @@ def _chat_fields(body: bytes) -> tuple[str, str]:
 
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: nested deeper than the interpreter's stack ("[[[[..."), a crafted body.
         raise InvalidMessage('the body must be JSON like {"receiver": "bob", "msg": "hi"}') from None
     if not isinstance(data, dict):
         raise InvalidMessage('the body must be a JSON object like {"receiver": "bob", "msg": "hi"}')

@@ -50,7 +50,7 @@ import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 from aiohttp.abc import AbstractStreamWriter
@@ -58,6 +58,7 @@ from aiohttp.abc import AbstractStreamWriter
 from ..auth.origins import origin_allowed
 from ..core.pacing import Pacer
 from . import framing
+from .framing import BadPayload, TooManyMessages
 from .iframe import SockJSClients, add_iframe_routes
 from .session import (
     HEARTBEAT_FRAME,
@@ -118,6 +119,9 @@ class EndpointOptions:
     max_websocket_message: int = 4 * 1024 * 1024
     #: Opening a session (a WebSocket upgrade, the first poll) passes this gate when set (``app.core.pacing``).
     pacer: Pacer | None = None
+    #: The status of a refused send body (broken JSON, not an array of strings): 400 on Warren (a client error,
+    #: never a server error); the SockJS protocol suite expects its 500 (``app.conformance``).
+    bad_payload_status: int = 400
 
 
 @dataclass(frozen=True)
@@ -170,22 +174,9 @@ _SENDING = {"xhr_send": "POST", "jsonp_send": "POST"}
 _PREFLIGHT = frozenset({"xhr", "xhr_send", "xhr_streaming"})
 
 
-class BadPayload(Exception):
-    """What ``xhr_send``/``jsonp_send`` answer with status 500 (the protocol's texts)."""
-
-
 def parse_messages(data: bytes | str) -> list[str]:
     """A SockJS send payload: a JSON array of strings. Raises ``BadPayload`` with the protocol's message."""
-    if not data:
-        raise BadPayload("Payload expected.")
-    try:
-        text = data.decode("utf-8") if isinstance(data, bytes) else data
-        messages = json.loads(text)
-    except (ValueError, UnicodeDecodeError):
-        raise BadPayload("Broken JSON encoding.") from None
-    if not isinstance(messages, list) or not all(isinstance(message, str) for message in messages):
-        raise BadPayload("Broken JSON encoding.")
-    return messages
+    return framing.decode_batch(data)
 
 
 class SockJSEndpoint:
@@ -262,10 +253,12 @@ class SockJSEndpoint:
         body = await request.read()
         try:
             if transport == "jsonp_send" and request.content_type == "application/x-www-form-urlencoded":
-                body = _form_field(body, "d")
+                body = await framing.form_field(body, "d")
             messages = parse_messages(body)
+        except TooManyMessages as exc:
+            return _server_error(str(exc), self._cors(request), status=413)
         except BadPayload as exc:
-            return _server_error(str(exc), self._cors(request))
+            return _server_error(str(exc), self._cors(request), status=self.options.bad_payload_status)
         # Shielded: if the client aborts this request, its messages are still handled whole and in order.
         await asyncio.shield(self.manager.receive(session, messages))
         headers = {"Content-Type": _TEXT, "Cache-Control": framing.NO_CACHE, **self._cors(request)}
@@ -392,7 +385,11 @@ class SockJSEndpoint:
                     continue  # empty frames are ignored (sockjs-protocol)
                 if framed:
                     try:
-                        messages = _ws_messages(message.data)
+                        messages = framing.decode_batch(message.data, single_string=True)
+                    except TooManyMessages as exc:
+                        # Nothing of the batch is handed on; the client is told why, then the WebSocket closes.
+                        session.close(1009, str(exc))
+                        continue
                     except BadPayload:
                         # Broken JSON: the protocol says to drop the connection at once.
                         manager.interrupt(session)
@@ -497,28 +494,6 @@ def _close_text(session: Session) -> str:
     return pending.text
 
 
-def _ws_messages(data: str) -> list[str]:
-    """A framed WebSocket message: a JSON array of strings, or (sockjs-node accepts it) one JSON string."""
-    try:
-        value = json.loads(data)
-    except ValueError:
-        raise BadPayload("Broken JSON encoding.") from None
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and all(isinstance(message, str) for message in value):
-        return value
-    raise BadPayload("Broken JSON encoding.")
-
-
-def _form_field(body: bytes, name: str) -> bytes:
-    try:
-        fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, errors="strict")
-    except (UnicodeDecodeError, ValueError):
-        raise BadPayload("Broken JSON encoding.") from None
-    values = fields.get(name)
-    if not values or not values[0]:
-        raise BadPayload("Payload expected.")
-    return values[0].encode()
 
 
 def _forwarded_proto(request: web.BaseRequest) -> str:
@@ -542,5 +517,5 @@ def _forbidden() -> web.Response:
     return web.Response(status=403, body=b"Origin not allowed", headers={"Content-Type": _TEXT})
 
 
-def _server_error(text: str, cors: dict[str, str]) -> web.Response:
-    return web.Response(status=500, body=text.encode(), headers={"Content-Type": _TEXT, **cors})
+def _server_error(text: str, cors: dict[str, str], *, status: int = 500) -> web.Response:
+    return web.Response(status=status, body=text.encode(), headers={"Content-Type": _TEXT, **cors})
