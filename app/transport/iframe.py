@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 VERSION_PATTERN = r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(?:-[0-9A-Za-z.]{1,40})?"
 _VERSION = re.compile(f"^{VERSION_PATTERN}$")
 LOADER_NAME = "iframe-loader.js"
+LOADER_MAX_AGE = 24 * 3600
 _JS = "application/javascript;charset=UTF-8"
 _IMMUTABLE = f"public, max-age={framing.ONE_YEAR}, immutable"
 
@@ -204,8 +205,9 @@ class _IframePage:
         return web.Response(body=self.body, headers=headers)
 
     async def loader(self, request: web.Request) -> web.Response:
-        # Revalidated on every use (a 304): a browser holds the iframe page for a year, not this.
-        headers = {"ETag": self.loader_etag, "Cache-Control": "no-cache"}
+        # Kept a day, not a year like the page that names it: a new loader reaches every browser by tomorrow. Cached,
+        # it costs the iframe no round trip (sockjs-client gives an iframe transport about three to open).
+        headers = {"ETag": self.loader_etag, "Cache-Control": f"public, max-age={LOADER_MAX_AGE}"}
         if etag_matches(request.headers.get("If-None-Match"), self.loader_etag):
             return web.Response(status=304, headers=headers)
         return web.Response(body=self.loader_body, headers={**headers, "Content-Type": _JS})

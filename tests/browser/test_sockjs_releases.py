@@ -8,10 +8,10 @@ serves only what it serves any page: the iframe page and the iframe's own sockjs
 release (sockjs-client refuses any other). The transport is forced by wrapping the page's ``SockJS`` constructor
 in an init script of the top frame (``{transports: [T]}``); the page's code stays as written.
 
-Per release, alice and bob sign in once with the page's form (one server, one browser, two contexts). Per
-transport, both pages connect with ``Stomp.over(new SockJS('/chat-websocket'))``, chat both ways through
-``POST /wsTemplate/sendToUser`` and disconnect; the test checks the transport that carried it and, on the iframe
-transports, the release the iframe ran.
+Two users per transport sign in once, as the page's form does (one server, one browser, a context each). For each
+release and transport, both load the page, connect with ``Stomp.over(new SockJS('/chat-websocket'))``, chat both
+ways through ``POST /wsTemplate/sendToUser`` and disconnect; the test checks the transport that carried it and, on
+the iframe transports, the release the iframe ran.
 
 The other twelve releases from 1.0.0 to 1.6.1 run the three iframe transports (the only ones that depend on the
 release) against ``python -m app.conformance``, whose iframe page must load only what that entry point serves.
@@ -23,16 +23,17 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Route, expect
 
+from app.auth.users import UserDirectory
 from app.transport.iframe import SockJSClients
-from tests.browser.conftest import UI_TIMEOUT_MS, BrowserUser, WarrenServer
-from tests.browser.test_legacy_page import connect, messages, open_seed_page, send, shown
+from tests.browser.conftest import PASSWORD, UI_TIMEOUT_MS, WarrenServer
+from tests.browser.test_legacy_page import connect, messages, send, shown
 from tests.support.processes import ROOT, free_port, stop_process, wait_http_ok
 
 pytestmark = pytest.mark.browser
@@ -51,7 +52,7 @@ TRANSPORTS = [
     "jsonp-polling",
 ]
 #: sockjs-client's JSONP receiver, closed with a poll open: ``_jp.a1b2c3d is not a function``.
-JSONP_CLOSE_RACE = re.compile(r"^(alice|bob): _jp\.\w+ is not a function$")
+JSONP_CLOSE_RACE = re.compile(r"^[\w.-]+: _jp\.\w+ is not a function$")
 JQUERY = NODE_MODULES / "jquery-3.3.1" / "dist" / "jquery.min.js"
 #: Wraps the SockJS the page's script defines (UMD or IIFE build alike: both assign the global) so that every
 #: ``new SockJS(url)`` of the page gets ``{transports: [window.forcedTransport]}``. Top frame only: the iframe
@@ -74,17 +75,27 @@ FORCE_TRANSPORT = """(() => {
 
 
 @dataclass
-class SeedPages:
-    """alice's and bob's browsers on the seed's page with one sockjs-client release, signed in."""
+class SeedBrowsers:
+    """One signed-in browser per user on the seed's page; ``release`` is what its sockjs-client script tag gets."""
 
-    version: str
+    server: WarrenServer
     pages: dict[str, Page]
     errors: list[str]
+    release: str = ""
+
+    def open(self, name: str, release: str, transport: str) -> Page:
+        """``name``'s page, loaded afresh with ``release`` (still signed in) and ``transport`` forced."""
+        self.release = release
+        page = self.pages[name]
+        page.goto(f"{self.server.url}/legacy/seed.html")
+        assert page.evaluate("[jQuery.fn.jquery, SockJS.version]") == ["3.3.1", release]
+        page.evaluate("transport => { window.forcedTransport = transport; }", transport)
+        return page
 
     def real_errors(self) -> list[str]:
-        """Uncaught errors of both pages, but the JSONP close race: every sockjs-client release drops its JSONP
+        """Uncaught errors of the pages, but the JSONP close race: every sockjs-client release drops its JSONP
         callback when it closes, and the poll still open then comes back with the close frame and calls the
-        missing function (every SockJS server sees it; nothing is lost). It may land in the next test."""
+        missing function (every SockJS server sees it; nothing is lost)."""
         return [error for error in self.errors if not JSONP_CLOSE_RACE.match(error)]
 
 
@@ -95,31 +106,43 @@ def release_build(version: str) -> Path:
     return build
 
 
-@pytest.fixture(scope="module", params=RELEASES)
-def seed_pages(request: pytest.FixtureRequest, chromium: Browser, warren: WarrenServer) -> Iterator[SeedPages]:
-    version: str = request.param
-    build = release_build(version)
-    errors: list[str] = []
+def user_names(transport: str) -> tuple[str, str]:
+    """Two users per transport: a session of the last test, still expiring on the server, never gets their mail.
+    (The seed's page disconnects by STOMP DISCONNECT and closing the socket at once; on the iframe transports the
+    close removes the iframe before it sends the DISCONNECT, so the session ends by expiry, 5 s later.)"""
+    return f"{transport}-a", f"{transport}-b"
+
+
+@pytest.fixture(scope="module")
+def seed_browsers(chromium: Browser, warren: WarrenServer) -> Iterator[SeedBrowsers]:
+    directory = UserDirectory(warren.users_file)
+    names = [name for transport in TRANSPORTS for name in user_names(transport)]
+    for name in names:
+        directory.add(name, PASSWORD)  # the server re-reads its users file when it changes
+    browsers = SeedBrowsers(warren, {}, [])
+
+    def sockjs_release(route: Route) -> None:
+        route.fulfill(path=str(release_build(browsers.release)), content_type="application/javascript")
+
     contexts: list[BrowserContext] = []
-    pages: dict[str, Page] = {}
-
-    def fulfill_with(path: Path) -> Callable[[Route], None]:
-        return lambda route: route.fulfill(path=str(path), content_type="application/javascript")
-
     try:
-        for name in ("alice", "bob"):
+        for name in names:
             context = chromium.new_context()
             contexts.append(context)
             context.set_default_timeout(UI_TIMEOUT_MS)
-            context.route(f"{warren.url}/vendor/jquery/dist/jquery.min.js", fulfill_with(JQUERY))
-            context.route(f"{warren.url}/vendor/sockjs-client/dist/sockjs.min.js", fulfill_with(build))
+            context.route(
+                f"{warren.url}/vendor/jquery/dist/jquery.min.js",
+                lambda route: route.fulfill(path=str(JQUERY), content_type="application/javascript"),
+            )
+            context.route(f"{warren.url}/vendor/sockjs-client/dist/sockjs.min.js", sockjs_release)
             context.add_init_script(script=FORCE_TRANSPORT)
+            # The seed's sign-in, as its form sends it (test_legacy_page.py drives the form itself).
+            signed_in = context.request.post(f"{warren.url}/login", form={"username": name, "password": PASSWORD})
+            assert signed_in.ok, f"sign-in of {name}: {signed_in.status}"
             page = context.new_page()
-            page.on("pageerror", lambda exc, name=name: errors.append(f"{name}: {exc}"))
-            open_seed_page(BrowserUser(name, context, page, errors), warren)
-            assert page.evaluate("[jQuery.fn.jquery, SockJS.version]") == ["3.3.1", version]
-            pages[name] = page
-        yield SeedPages(version, pages, errors)
+            page.on("pageerror", lambda exc, name=name: browsers.errors.append(f"{name}: {exc}"))
+            browsers.pages[name] = page
+        yield browsers
     finally:
         for context in contexts:
             context.close()
@@ -133,32 +156,30 @@ def iframe_release(page: Page) -> str | None:
     return None
 
 
-@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize(("version", "transport"), [(v, t) for v in RELEASES for t in TRANSPORTS])
 def test_seed_page_chats_on_every_transport_with_each_sockjs_client_release(
-    seed_pages: SeedPages, transport: str, nonce: str
+    seed_browsers: SeedBrowsers, version: str, transport: str, nonce: str
 ) -> None:
-    version, alice, bob = seed_pages.version, seed_pages.pages["alice"], seed_pages.pages["bob"]
-    seed_pages.errors.clear()
-    for name, page in seed_pages.pages.items():
-        if page.locator("#status").text_content() != "disconnected":
-            page.reload()  # the last test stopped half-way: a fresh page on the same sign-in
-        page.evaluate("transport => { window.forcedTransport = transport; }", transport)
+    a, b = user_names(transport)
+    seed_browsers.errors.clear()
+    alice, bob = seed_browsers.open(a, version, transport), seed_browsers.open(b, version, transport)
+    for name, page in ((a, alice), (b, bob)):
         connect(page, name)
         assert page.evaluate("stomp.ws.transport") == transport
         if transport.startswith("iframe-"):
             assert iframe_release(page) == version
 
-    send(alice, "bob", f"to bob over {transport} {nonce}")
-    send(bob, "alice", f"to alice over {transport}, ünïcödé ✓ {nonce}")
+    send(alice, b, f"to {b} {nonce}")
+    send(bob, a, f"to {a}, ünïcödé ✓ {nonce}")
     expect(messages(bob, nonce)).to_have_count(1)
     expect(messages(alice, nonce)).to_have_count(1)
-    assert shown(bob, nonce) == [("alice", f"to bob over {transport} {nonce}", "stomp")]
-    assert shown(alice, nonce) == [("bob", f"to alice over {transport}, ünïcödé ✓ {nonce}", "stomp")]
+    assert shown(bob, nonce) == [(a, f"to {b} {nonce}", "stomp")]
+    assert shown(alice, nonce) == [(b, f"to {a}, ünïcödé ✓ {nonce}", "stomp")]
 
     for page in (alice, bob):
         page.locator("#disconnect").click()
         expect(page.locator("#status")).to_have_text("disconnected")
-    errors = seed_pages.real_errors()
+    errors = seed_browsers.real_errors()
     assert not errors, "JavaScript errors in the page:\n" + "\n".join(errors)
 
 
