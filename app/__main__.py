@@ -4,6 +4,7 @@
     python -m app users add NAME       add a user or change a password (prompted, or --password-stdin)
     python -m app users remove NAME
     python -m app users list
+    python -m app users check          list names that break today's username rules (exit 1 if any)
     python -m app users logout NAME    end every session of NAME on every node
     python -m app secret               print a new SECRET_KEY
     python -m app broker setup         declare exchanges and policies on $AMQP_URL (Procfile release phase)
@@ -24,6 +25,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from aiohttp import web
+
+    from .auth.users import UserDirectory
 
 from .config import Settings, generate_secret_key
 from .core.errors import ConfigurationError, InvalidUsername, WarrenError
@@ -62,7 +65,7 @@ def configure_logging(settings: Settings) -> None:
     logging.getLogger("aio_pika").setLevel(max(logging.WARNING, settings.log_level_number))
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings) -> int:
     from aiohttp import web
 
     from .server import create_app
@@ -77,15 +80,36 @@ def serve(settings: Settings) -> None:
         )
     app.on_startup.append(_install_collector_policy)
     loop = _new_event_loop(settings.event_loop)
-    web.run_app(
-        app,
-        loop=loop,
-        host=settings.host,
-        port=settings.port,
-        shutdown_timeout=settings.shutdown_timeout_seconds,
-        print=None,
-        access_log=None,
-        handle_signals=True,
+    try:
+        web.run_app(
+            app,
+            loop=loop,
+            host=settings.host,
+            port=settings.port,
+            shutdown_timeout=settings.shutdown_timeout_seconds,
+            print=None,
+            access_log=None,
+            handle_signals=True,
+        )
+    except OSError as exc:
+        if not _is_bind_error(exc):
+            raise
+        # Binding is the first thing that touches the network: the address or the port is unusable.
+        where = f"HOST={settings.host!r} PORT={settings.port}"
+        print(f"configuration error: cannot listen on {where}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _is_bind_error(exc: OSError) -> bool:
+    import errno
+    import socket
+
+    return isinstance(exc, socket.gaierror) or exc.errno in (
+        errno.EADDRINUSE,
+        errno.EADDRNOTAVAIL,
+        errno.EACCES,
+        errno.EAFNOSUPPORT,
     )
 
 
@@ -119,20 +143,35 @@ def _read_password(from_stdin: bool) -> str:
 
 
 def users_command(args: argparse.Namespace) -> int:
-    from .auth.users import PasswordTooShort, UserDirectory
+    from .auth.users import PasswordTooShort, UserDirectory, UsersFileError
 
     path = Path(os.environ.get("USERS_FILE") or "users.json")
     directory = UserDirectory(path)
+    try:
+        directory.reload()
+        return _users_action(args, directory, path)
+    except UsersFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (InvalidUsername, PasswordTooShort) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _users_action(args: argparse.Namespace, directory: UserDirectory, path: Path) -> int:
     if args.action == "list":
         for name in directory.names():
             print(name)
         return 0
+    if args.action == "check":
+        problems = directory.legacy_names()
+        for name, problem in problems:
+            print(f"{name!r}: {problem}")
+        if problems:
+            print("these users still sign in; rename them (add a new name, remove the old) to retire look-alikes")
+        return 1 if problems else 0
     if args.action == "add":
-        try:
-            name = directory.add(args.name, _read_password(args.password_stdin))
-        except (InvalidUsername, PasswordTooShort) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        name = directory.add(args.name, _read_password(args.password_stdin))
         print(f"user {name} saved in {path}")
         return 0
     if args.action == "remove":
@@ -142,7 +181,7 @@ def users_command(args: argparse.Namespace) -> int:
         print(f"user {args.name} removed; their sessions end on every node")
         return 0
     if args.action == "logout":
-        if not directory.exists(args.name):
+        if directory.resolve(args.name) is None:
             print(f"error: no user named {args.name!r} in {path}", file=sys.stderr)
             return 1
         directory.bump_generation(args.name)
@@ -179,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     users_sub.add_parser("remove").add_argument("name")
     users_sub.add_parser("list")
+    users_sub.add_parser("check", help="list names that break today's username rules")
     users_sub.add_parser("logout", help="end every session of a user").add_argument("name")
     sub.add_parser("secret", help="print a new SECRET_KEY")
     broker = sub.add_parser("broker", help="broker administration")
@@ -198,8 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings)
     if args.command == "broker":
         return broker_command(settings)
-    serve(settings)
-    return 0
+    return serve(settings)
 
 
 if __name__ == "__main__":
