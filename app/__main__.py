@@ -92,25 +92,25 @@ def serve(settings: Settings) -> int:
             handle_signals=True,
         )
     except OSError as exc:
-        if not _is_bind_error(exc):
+        variable = _unusable_setting(exc, settings)
+        if variable is None:
             raise
-        # Binding is the first thing that touches the network: the address or the port is unusable.
-        where = f"HOST={settings.host!r} PORT={settings.port}"
-        print(f"configuration error: cannot listen on {where}: {exc}", file=sys.stderr)
+        # Binding is the first thing that touches the network: the address or the port cannot be used.
+        print(f"configuration error: cannot listen on {variable}: {exc}", file=sys.stderr)
         return 2
     return 0
 
 
-def _is_bind_error(exc: OSError) -> bool:
+def _unusable_setting(exc: OSError, settings: Settings) -> str | None:
+    """``HOST=…`` or ``PORT=…`` when ``exc`` says that setting cannot be listened on, else None."""
     import errno
     import socket
 
-    return isinstance(exc, socket.gaierror) or exc.errno in (
-        errno.EADDRINUSE,
-        errno.EADDRNOTAVAIL,
-        errno.EACCES,
-        errno.EAFNOSUPPORT,
-    )
+    if isinstance(exc, socket.gaierror) or exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+        return f"HOST={settings.host!r}"
+    if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+        return f"PORT={settings.port}"
+    return None
 
 
 async def _install_collector_policy(app: web.Application) -> None:

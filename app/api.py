@@ -92,16 +92,16 @@ async def _form_or_json(request: web.Request) -> dict[str, Any]:
     if request.content_type == "application/json":
         try:
             data = await request.json()
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            # RecursionError: JSON nested deeper than the parser's recursion limit.
+        except (ValueError, UnicodeDecodeError, LookupError, RecursionError):
+            # LookupError: an unknown charset; RecursionError: JSON nested deeper than the parser can go.
             raise InvalidMessage("the body is not valid JSON") from None
         if not isinstance(data, dict):
             raise InvalidMessage("the body must be a JSON object")
         return data
     try:
         return dict(await request.post())
-    except (ValueError, UnicodeDecodeError, AssertionError):
-        # AssertionError: aiohttp's multipart reader asserts on some malformed bodies.
+    except (ValueError, UnicodeDecodeError, LookupError):
+        # LookupError: an unknown charset.
         raise InvalidMessage("the form is not valid") from None
 
 

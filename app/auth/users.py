@@ -33,7 +33,7 @@ from cryptography.exceptions import InvalidKey
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from ..core.errors import InvalidUsername, WarrenError
-from ..core.identity import normalize_username, username_skeleton
+from ..core.identity import looks_alike, normalize_username, username_skeletons
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +86,12 @@ def read_users_file(path: Path) -> dict[str, PasswordRecord]:
         return {}
     except (OSError, UnicodeDecodeError) as exc:
         raise UsersFileError(f"USERS_FILE={str(path)!r} cannot be read: {exc}") from None
+    problem = "expected {\"users\": {NAME: {\"salt\": …, \"key\": …}}}"
     try:
         data = json.loads(text or "{}")
-        entries = data.get("users", {})
+        entries = data.get("users", {}) if isinstance(data, dict) else None
+        if not isinstance(entries, dict) or not all(isinstance(entry, dict) for entry in entries.values()):
+            raise ValueError(problem)
         return {
             name: PasswordRecord(
                 salt=base64.b64decode(entry["salt"], validate=True),
@@ -97,11 +100,10 @@ def read_users_file(path: Path) -> dict[str, PasswordRecord]:
             )
             for name, entry in entries.items()
         }
-    except (ValueError, TypeError, KeyError, AttributeError, RecursionError, binascii.Error) as exc:
-        raise UsersFileError(
-            f"USERS_FILE={str(path)!r} is not a Warren users file ({type(exc).__name__}: {exc}); "
-            "fix it or point USERS_FILE elsewhere"
-        ) from None
+    except KeyError as exc:
+        raise UsersFileError(f"USERS_FILE={str(path)!r} is not a Warren users file: {exc} missing") from None
+    except (ValueError, TypeError, RecursionError, binascii.Error) as exc:
+        raise UsersFileError(f"USERS_FILE={str(path)!r} is not a Warren users file: {exc}") from None
 
 
 class UserDirectory:
@@ -202,11 +204,12 @@ class UserDirectory:
                     problems.append((name, f"not normalised (would be {normalize_username(name)!r})"))
             except InvalidUsername as exc:
                 problems.append((name, str(exc)))
-            skeleton = username_skeleton(name)
-            if skeleton in by_skeleton:
-                problems.append((name, f"looks like {by_skeleton[skeleton]!r}"))
-            else:
-                by_skeleton[skeleton] = name
+            skeletons = username_skeletons(name)
+            twin = next((by_skeleton[s] for s in sorted(skeletons) if s in by_skeleton), None)
+            if twin is not None:
+                problems.append((name, f"looks like {twin!r}"))
+            for skeleton in skeletons:
+                by_skeleton.setdefault(skeleton, name)
         return problems
 
     # -- writing (CLI) ----------------------------------------------------------------------------------------
@@ -218,9 +221,8 @@ class UserDirectory:
         if len(password) < MIN_PASSWORD_LENGTH:
             raise PasswordTooShort(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
         if name not in self._records:
-            skeleton = username_skeleton(name)
             for other in self._records:
-                if username_skeleton(other) == skeleton:
+                if looks_alike(name, other):
                     raise InvalidUsername(
                         f"{name!r} looks too much like the existing user {other!r}: choose a different name"
                     )

@@ -10,10 +10,11 @@ Rules (``normalize_username``), chosen so that one name cannot pass for another 
 - One script per name (Unicode's "highly restrictive" level, approximated from character names): Latin, Cyrillic,
   Greek, Arabic… each alone; Latin may be combined only with Han/Hiragana/Katakana, Han/Hangul or Han/Bopomofo.
   ``pаypal`` with a Cyrillic ``а`` is refused.
-- Names stay case-sensitive as typed, but no two users may share a *skeleton* (``username_skeleton``): the name
+- Names stay case-sensitive as typed, but no two users may share a *skeleton* (``username_skeletons``): the name
   with whole-script look-alikes mapped to Latin (Cyrillic ``асе`` → ``ace``, Greek ``ο`` → ``o``), ``I``/``1``/
-  ``|`` → ``l``, ``0`` → ``o``, ``rn`` → ``m``, ``vv`` → ``w``, then case-folded. So ``Alice``, ``aIice`` and an
-  all-Cyrillic ``аlісе`` cannot be added next to ``alice`` (the user directory enforces it).
+  ``|`` → ``l``, ``0`` → ``o``, ``rn`` → ``m``, ``vv`` → ``w``, case-folded (before or after the mapping). So
+  ``Alice``, ``ALICE``, ``aIice``, ``a1ice`` and an all-Cyrillic ``аӏісе`` cannot be added next to ``alice`` (the
+  user directory enforces it).
 
 ``.``, ``*`` and ``#`` are allowed in names on purpose: they are exactly the characters that would act as separators
 or wildcards in a RabbitMQ topic routing key, so Warren never puts a raw name into a routing key or queue name.
@@ -50,7 +51,7 @@ _COMBINABLE = (
     frozenset({_HAN, "BOPOMOFO"}),
 )
 
-#: Look-alikes of Latin letters in other scripts, and within Latin, for ``username_skeleton``: a small hand-made
+#: Look-alikes of Latin letters in other scripts, and within Latin, for ``username_skeletons``: a small hand-made
 #: subset of Unicode's confusables.txt covering the letters that are drawn identically in common fonts.
 _CONFUSABLE = str.maketrans(
     {
@@ -140,12 +141,24 @@ def is_valid_username(raw: str) -> bool:
         return False
 
 
-def username_skeleton(name: str) -> str:
-    """What ``name`` looks like: names with the same skeleton could be mistaken for each other on screen."""
-    skeleton = unicodedata.normalize("NFKC", name).translate(_CONFUSABLE)
+def _skeleton(text: str) -> str:
+    skeleton = text.translate(_CONFUSABLE)
     for sequence, replacement in _CONFUSABLE_SEQUENCES:
         skeleton = skeleton.replace(sequence, replacement)
     return skeleton.casefold()
+
+
+def username_skeletons(name: str) -> frozenset[str]:
+    """What ``name`` looks like; two names sharing a skeleton could be mistaken for each other on screen.
+
+    Two, because look-alikes depend on case: ``I`` looks like ``l`` (``aIice`` ~ ``alice``), and ``ALICE`` is
+    ``alice`` in capitals. One skeleton maps look-alikes as written, the other after case folding."""
+    name = unicodedata.normalize("NFKC", name)
+    return frozenset({_skeleton(name), _skeleton(name.casefold())})
+
+
+def looks_alike(a: str, b: str) -> bool:
+    return bool(username_skeletons(a) & username_skeletons(b))
 
 
 def user_token(username: str) -> str:
