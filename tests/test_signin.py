@@ -11,11 +11,17 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from app.auth.addresses import parse_networks
-from app.auth.devices import DEVICE_COOKIE
 from app.auth.users import UserDirectory
+from app.config import Settings
+from app.keys import BACKPLANE
 from tests.conftest import PASSWORD, Node, NodeFactory
 from tests.test_users import run_cli
+
+
+def from_env(**env: str) -> dict[str, object]:
+    """Node settings as ``python -m app`` would read them from these variables."""
+    settings = Settings.from_env(env)
+    return {name.lower(): getattr(settings, name.lower()) for name in env}
 
 
 def browser() -> aiohttp.ClientSession:
@@ -36,7 +42,6 @@ async def test_guessing_at_my_password_does_not_lock_me_out_of_my_own_browser(
     alice = make_user("alice")
     async with browser() as hers, browser() as attacker:
         assert (await sign_in(node, hers, alice, PASSWORD))[0] == 200  # she has signed in here before
-        assert any(cookie.key == DEVICE_COOKIE for cookie in hers.cookie_jar)
         async with hers.post(f"{node.url}/logout"):
             pass
         # Someone else guesses, from the same address (the same NAT, or a balancer without TRUSTED_PROXIES),
@@ -67,7 +72,7 @@ async def test_a_known_browser_still_has_a_limit_of_its_own(node: Node, make_use
 async def test_one_bad_client_behind_a_nat_does_not_lock_out_everyone_behind_it(
     node_factory: NodeFactory, make_user: Callable[[str], str]
 ) -> None:
-    node = await node_factory(trusted_proxies=parse_networks("127.0.0.1"))  # a balancer on this machine
+    node = await node_factory(**from_env(TRUSTED_PROXIES="127.0.0.1"))  # a balancer on this machine
     bob, carol = make_user("bob"), make_user("carol")
     nat = {"X-Forwarded-For": "203.0.113.7"}  # one office, one public address
     async with browser() as attacker:
@@ -85,7 +90,7 @@ async def test_a_forged_forwarded_for_does_not_dodge_the_throttle(
 ) -> None:
     alice = make_user("alice")
     untrusting = await node_factory()  # no TRUSTED_PROXIES: the header is ignored
-    trusting = await node_factory(trusted_proxies=parse_networks("127.0.0.0/8"))
+    trusting = await node_factory(**from_env(TRUSTED_PROXIES="127.0.0.0/8"))
     for node in (untrusting, trusting):
         async with browser() as attacker:
             statuses = []
@@ -123,6 +128,21 @@ async def test_every_429_and_503_says_when_to_retry(
                 if resp.status in (429, 503):
                     assert int(resp.headers["Retry-After"]) >= 1
         assert 429 in statuses
+    await node.app[BACKPLANE].close()  # the broker is gone: the node is not ready
+    async with browser() as http, http.get(f"{node.url}/readyz") as resp:
+        assert resp.status == 503 and int(resp.headers["Retry-After"]) >= 1
+
+
+async def test_a_page_on_an_allowed_origin_written_with_its_default_port_may_sign_in(
+    node_factory: NodeFactory, make_user: Callable[[str], str]
+) -> None:
+    node = await node_factory(**from_env(ALLOWED_ORIGINS="https://chat.example.com:443"))
+    alice = make_user("alice")
+    for page in ({"Origin": "https://chat.example.com"}, {"Referer": "https://chat.example.com:443/chat"}):
+        async with browser() as http:
+            assert (await sign_in(node, http, alice, PASSWORD, page))[0] == 200, page
+    async with browser() as http:
+        assert (await sign_in(node, http, alice, PASSWORD, {"Origin": "https://evil.example"}))[0] == 403
 
 
 async def test_i_can_sign_in_with_my_name_typed_in_fullwidth(node: Node, directory: UserDirectory) -> None:
