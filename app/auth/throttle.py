@@ -37,9 +37,10 @@ class SignInThrottled(WarrenError):
 
     reason = "too-many-attempts"
 
-    def __init__(self, retry_after: float) -> None:
+    def __init__(self, retry_after: float, *, known_device: bool = False) -> None:
         self.retry_after = max(1, math.ceil(retry_after))
-        super().__init__(f"too many failed sign-ins: wait {self.retry_after} s")
+        hint = "" if known_device else ", or use a browser you have signed in with before"
+        super().__init__(f"too many failed sign-ins: wait {self.retry_after} s{hint}")
 
 
 @dataclass(frozen=True)
@@ -64,11 +65,12 @@ class SignInThrottle:
 
     def begin(self, name: str, address: str, device: Device | None) -> Attempt:
         """The buckets for an attempt at ``name``, or ``SignInThrottled`` when one of them is empty."""
-        if device is not None and device.knows(name):
+        known_device = device is not None and device.knows(name)
+        if device is not None and known_device:
             buckets: tuple[TokenBucket, ...] = (self._by_device.bucket(device.id),)
         else:
             buckets = (self._by_address_and_name.bucket(f"{address} {name}"), self._by_name.bucket(name))
         empty = [bucket for bucket in buckets if not bucket.available()]
         if empty:
-            raise SignInThrottled(max(bucket.retry_after() for bucket in empty))
+            raise SignInThrottled(max(bucket.retry_after() for bucket in empty), known_device=known_device)
         return Attempt(buckets)

@@ -31,6 +31,8 @@ import unicodedata
 from .errors import InvalidUsername
 
 MAX_USERNAME_LENGTH = 64
+#: Longest input looked at: NFKC may shorten a name (decomposed Hangul, combining marks), never by more than this.
+_MAX_RAW_LENGTH = 4 * MAX_USERNAME_LENGTH
 _PUNCTUATION_ALLOWED = frozenset("._-@+*#")
 _TOKEN_PLAIN = re.compile(r"[A-Za-z0-9-]")
 
@@ -105,6 +107,8 @@ def _scripts_may_mix(scripts: set[str]) -> bool:
 
 def normalize_username(raw: str) -> str:
     """Return the canonical form of ``raw`` or raise ``InvalidUsername`` saying which rule it breaks."""
+    if len(raw) > _MAX_RAW_LENGTH:  # before any per-character work: a sign-in form can carry a megabyte
+        raise InvalidUsername(f"a username has at most {MAX_USERNAME_LENGTH} characters")
     for char in raw:
         if _invisible(char):
             raise InvalidUsername(
