@@ -247,8 +247,8 @@ async def _warn_about_legacy_names(app: web.Application) -> None:
         )
 
 
-async def _close_sign_in(app: web.Application) -> None:
-    app[SIGN_IN].close()
+async def _start_sign_in(app: web.Application) -> None:
+    await app[SIGN_IN].start()
 
 
 def add_routes(app: web.Application) -> None:
@@ -256,7 +256,7 @@ def add_routes(app: web.Application) -> None:
     app[SIGN_IN] = SignIn(app[DIRECTORY], workers=settings.signin_workers, queue=settings.signin_queue)
     app[DEVICES] = DeviceCookies(settings.secret_keys)
     app.on_startup.append(_warn_about_legacy_names)
-    app.on_cleanup.append(_close_sign_in)
+    app.on_startup.append(_start_sign_in)
     app.router.add_post("/login", login)
     app.router.add_post("/logout", logout)
     app.router.add_get("/api/me", me)

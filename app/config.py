@@ -34,8 +34,8 @@ _MIN_DISTINCT_KEY_BYTES = 16
 
 
 def _default_signin_workers() -> int:
-    # Leave a core for the event loop; each worker holds 16 MiB while it hashes.
-    return min(4, max(1, (os.cpu_count() or 2) - 1))
+    # Leave a core for the event loop; each worker is a process of ~30 MB. Two check ~40 sign-ins a second.
+    return min(2, max(1, (os.cpu_count() or 2) - 1))
 
 
 @dataclass(frozen=True)

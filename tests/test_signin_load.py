@@ -25,7 +25,7 @@ from tests.support.stomp_client import StompClient, sign_in
 
 FLOOD_SECONDS = 8.0
 MEASURE_SECONDS = 5.0
-BASELINE_SECONDS = 3.0
+BASELINE_SECONDS = 5.0
 #: /healthz p99 and chat latency must stay below this during the flood (issue 11's bar)...
 BAR = 0.050
 #: ...unless this machine is so busy that even without a flood the p99 is above half the bar (other work on a

@@ -37,5 +37,5 @@ class SignIn:
             return None
         return name
 
-    def close(self) -> None:
-        self.pool.close()
+    async def start(self) -> None:
+        await self.pool.start()

@@ -6,9 +6,8 @@ nodes without a restart. A file that cannot be read or parsed while the node run
 Passwords are never logged or stored in clear; verification takes the same time for an unknown user as for a
 wrong password, so the answer does not tell which names exist.
 
-``check_password`` is the expensive part (scrypt, ~45 ms and 16 MiB) and is safe to call from worker threads: it
-reads only its arguments, and the scrypt implementation releases the GIL while it works (measured: a Python thread
-kept 28–80% of a core busy alongside a 2^17 scrypt in another thread, against 1–2% beside pure-Python work).
+``check_password`` is the expensive part (scrypt, ~45 ms and 16 MiB): a plain function of its (picklable)
+arguments, so the server runs it in worker processes (``app.auth.hashing``).
 
 Names follow ``app.core.identity``: ``add`` stores the normalised name and refuses one whose skeleton matches
 another user's. Names stored before those rules keep working exactly as written (``resolve`` tries the name as

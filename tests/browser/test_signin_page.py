@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import PASSWORD, BrowserUser, WarrenServer
+from tests.browser.conftest import BrowserUser, WarrenServer
 from tests.browser.test_chat_page import expect_signed_in, sign_in, sign_out
 
 pytestmark = pytest.mark.browser
