@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from app.auth.users import UserDirectory
 from app.config import generate_secret_key
 from tests.conftest import PASSWORD
-from tests.support.processes import ROOT, NodeProcess
+from tests.support.processes import ROOT, NodeProcess, wait_until
 from tests.support.stomp_client import StompClient, sign_in
 
 FLOOD_SECONDS = 8.0
@@ -132,3 +133,46 @@ async def test_sixteen_clients_signing_in_do_not_stall_health_checks_or_chat(tmp
         bound = max(BAR, 2 * percentile(before, 0.99)) if busy else BAR
         assert percentile(now, 0.99 if kind == "health" else 0.9) < bound, (kind, during.describe())
     assert statistics.median(during.chat) < BAR
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (from /proc: Linux)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended while we looked
+        parents[int(stat.parent.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+async def test_a_node_killed_outright_leaves_no_password_workers_running(tmp_path: Path) -> None:
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads /proc")
+    users = tmp_path / "users.json"
+    UserDirectory(users).add("alice", PASSWORD)
+    node = NodeProcess({"USERS_FILE": str(users), "LOG_LEVEL": "ERROR"}, tmp_path / "node.log")
+    await node.start()
+    try:
+        await (await sign_in(node.url, "alice", PASSWORD)).close()
+        assert node.process is not None
+        helpers = descendants(node.process.pid)
+        assert helpers, "the password workers run as child processes"
+    finally:
+        node.kill()  # SIGKILL: the node gets no chance to stop them itself
+    # The kernel delivers the parent-death signal as the node's exit is processed: poll for it briefly.
+    await wait_until(lambda: not any(alive(pid) for pid in helpers), 10, "the password workers to end")

@@ -15,7 +15,8 @@ threads. Worker processes share nothing with the loop; their results come back t
 thread.
 
 The processes are forked from a ``forkserver`` that has imported only the hashing code, once per Warren process
-and shared by every application in it (the tests run many), and are replaced if one dies.
+and shared by every application in it (the tests run many), and are replaced if one dies. The forkserver and the
+workers die with their parent even when it is killed outright (``app.auth.orphans``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from ..core.errors import WarrenError
+from .orphans import die_with_parent
 from .users import PasswordRecord, check_password
 
 #: Niceness of the hashing processes: they wait whenever anything else on the machine has work.
@@ -47,7 +49,8 @@ class SignInBusy(WarrenError):
         super().__init__("the server is checking many sign-ins right now: try again in a second")
 
 
-def _lower_priority() -> None:
+def _prepare_worker() -> None:
+    die_with_parent()  # the parent is the forkserver, which dies with the node
     with contextlib.suppress(OSError, AttributeError):
         os.nice(WORKER_NICENESS)
 
@@ -58,12 +61,12 @@ def _executor(workers: int) -> ProcessPoolExecutor:
         context: multiprocessing.context.BaseContext
         if "forkserver" in multiprocessing.get_all_start_methods():
             forkserver = multiprocessing.get_context("forkserver")
-            forkserver.set_forkserver_preload(["app.auth.users"])
+            forkserver.set_forkserver_preload(["app.auth.orphans", "app.auth.users"])
             context = forkserver
         else:
             context = multiprocessing.get_context("spawn")
         executor = _executors[workers] = ProcessPoolExecutor(
-            max_workers=workers, mp_context=context, initializer=_lower_priority
+            max_workers=workers, mp_context=context, initializer=_prepare_worker
         )
     return executor
 
