@@ -4,6 +4,7 @@
     python -m app users add NAME       add a user or change a password (prompted, or --password-stdin)
     python -m app users remove NAME
     python -m app users list
+    python -m app users check          list names that break today's username rules (exit 1 if any)
     python -m app users logout NAME    end every session of NAME on every node
     python -m app secret               print a new SECRET_KEY
     python -m app broker setup         declare exchanges and policies on $AMQP_URL (Procfile release phase)
@@ -24,6 +25,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from aiohttp import web
+
+    from .auth.users import UserDirectory
 
 from . import logs
 from .config import Settings, generate_secret_key
@@ -64,7 +67,7 @@ def configure_logging(settings: Settings) -> None:
     logging.getLogger("aiormq").setLevel(max(logging.WARNING, settings.log_level_number))
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings) -> int:
     from aiohttp import web
 
     from .server import create_app, request_grace
@@ -79,17 +82,38 @@ def serve(settings: Settings) -> None:
         )
     app.on_startup.append(_install_collector_policy)
     loop = _new_event_loop(settings.event_loop)
-    web.run_app(
-        app,
-        loop=loop,
-        host=settings.host,
-        port=settings.port,
-        # Only the wait for running requests: the rest of SHUTDOWN_TIMEOUT is shared out in app.server.
-        shutdown_timeout=request_grace(settings),
-        print=None,
-        access_log=None,
-        handle_signals=True,
-    )
+    try:
+        web.run_app(
+            app,
+            loop=loop,
+            host=settings.host,
+            port=settings.port,
+            # Only the wait for running requests: the rest of SHUTDOWN_TIMEOUT is shared out in app.server.
+            shutdown_timeout=request_grace(settings),
+            print=None,
+            access_log=None,
+            handle_signals=True,
+        )
+    except OSError as exc:
+        variable = _unusable_setting(exc, settings)
+        if variable is None:
+            raise
+        # Binding is the first thing that touches the network: the address or the port cannot be used.
+        print(f"configuration error: cannot listen on {variable}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _unusable_setting(exc: OSError, settings: Settings) -> str | None:
+    """``HOST=…`` or ``PORT=…`` when ``exc`` says that setting cannot be listened on, else None."""
+    import errno
+    import socket
+
+    if isinstance(exc, socket.gaierror) or exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+        return f"HOST={settings.host!r}"
+    if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+        return f"PORT={settings.port}"
+    return None
 
 
 async def _install_collector_policy(app: web.Application) -> None:
@@ -122,20 +146,35 @@ def _read_password(from_stdin: bool) -> str:
 
 
 def users_command(args: argparse.Namespace) -> int:
-    from .auth.users import PasswordTooShort, UserDirectory
+    from .auth.users import PasswordTooShort, UserDirectory, UsersFileError
 
     path = Path(os.environ.get("USERS_FILE") or "users.json")
     directory = UserDirectory(path)
+    try:
+        directory.reload()
+        return _users_action(args, directory, path)
+    except UsersFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (InvalidUsername, PasswordTooShort) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _users_action(args: argparse.Namespace, directory: UserDirectory, path: Path) -> int:
     if args.action == "list":
         for name in directory.names():
             print(name)
         return 0
+    if args.action == "check":
+        problems = directory.legacy_names()
+        for name, problem in problems:
+            print(f"{name!r}: {problem}")
+        if problems:
+            print("these users still sign in; rename them (add a new name, remove the old) to retire look-alikes")
+        return 1 if problems else 0
     if args.action == "add":
-        try:
-            name = directory.add(args.name, _read_password(args.password_stdin))
-        except (InvalidUsername, PasswordTooShort) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        name = directory.add(args.name, _read_password(args.password_stdin))
         print(f"user {name} saved in {path}")
         return 0
     if args.action == "remove":
@@ -145,7 +184,7 @@ def users_command(args: argparse.Namespace) -> int:
         print(f"user {args.name} removed; their sessions end on every node")
         return 0
     if args.action == "logout":
-        if not directory.exists(args.name):
+        if directory.resolve(args.name) is None:
             print(f"error: no user named {args.name!r} in {path}", file=sys.stderr)
             return 1
         directory.bump_generation(args.name)
@@ -182,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     users_sub.add_parser("remove").add_argument("name")
     users_sub.add_parser("list")
+    users_sub.add_parser("check", help="list names that break today's username rules")
     users_sub.add_parser("logout", help="end every session of a user").add_argument("name")
     sub.add_parser("secret", help="print a new SECRET_KEY")
     broker = sub.add_parser("broker", help="broker administration")
@@ -201,8 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings)
     if args.command == "broker":
         return broker_command(settings)
-    serve(settings)
-    return 0
+    return serve(settings)
 
 
 if __name__ == "__main__":

@@ -1,20 +1,28 @@
 """HTTP routes: sign-in, the seed's ``/wsTemplate/*`` API (unchanged for old clients), the JSON API and health.
 
 Every refusal is JSON ``{"error": <reason>, "message": <what to do>}`` with a status that says the same, except
-on the seed's routes, whose old clients only look at the status and at ``{"code": ...}``.
+on the seed's routes, whose old clients only look at the status and at ``{"code": ...}``. Every 429 and 503 says
+when to come back (``Retry-After``). A body that is not the JSON or form a route expects — including JSON nested
+too deeply for the parser — is a 400, never a 500.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from .auth.addresses import client_address
+from .auth.devices import DeviceCookies
+from .auth.hashing import SignInBusy
 from .auth.origins import origin_allowed
 from .auth.sessions import end_session, session_user, start_session
+from .auth.signin import MAX_PASSWORD_CHARS, SignIn
+from .auth.throttle import SignInThrottled
 from .core.errors import (
     BackplaneUnavailable,
     InvalidMessage,
@@ -26,12 +34,13 @@ from .core.errors import (
     UnknownUser,
     WarrenError,
 )
-from .core.limits import RateLimiter
 from .keys import BACKPLANE, DIRECTORY, HUB, SETTINGS
 
-#: Failed sign-ins allowed per username and per client address (buckets of 5 and 30, refilled over a minute):
-#: password guessing slows to a few tries a minute, while a user who mistyped twice never notices.
-LOGIN_LIMITS: web.AppKey[tuple[RateLimiter, RateLimiter]] = web.AppKey("login_limits")
+#: Sign-in: throttles and the password worker pool (``app.auth.signin``), and the device cookies.
+SIGN_IN: web.AppKey[SignIn] = web.AppKey("sign_in")
+DEVICES: web.AppKey[DeviceCookies] = web.AppKey("devices")
+#: Seconds a client is told to wait when the node is not ready (``/readyz`` 503).
+NOT_READY_RETRY_AFTER = 5
 
 log = logging.getLogger(__name__)
 
@@ -47,22 +56,28 @@ _STATUS: dict[type[WarrenError], int] = {
     BackplaneUnavailable: 503,
     ShuttingDown: 503,
     RateLimited: 429,
+    SignInThrottled: 429,
+    SignInBusy: 503,
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def error_response(status: int, reason: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    headers = dict(headers or {})
+    if status in (429, 503):
+        headers.setdefault("Retry-After", "1")
     return web.json_response({"error": reason, "message": message}, status=status, headers=headers)
 
 
 def warren_error_response(exc: WarrenError) -> web.Response:
     status = _STATUS.get(type(exc), 400)
     headers = {}
-    if isinstance(exc, BackplaneUnavailable | ShuttingDown):
+    if isinstance(exc, ShuttingDown):
         headers["Retry-After"] = str(BackplaneUnavailable.retry_after)
-    if isinstance(exc, RateLimited):
-        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    retry_after = getattr(exc, "retry_after", None)
+    if isinstance(retry_after, int | float):
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     return error_response(status, exc.reason, str(exc), headers)
 
 
@@ -79,14 +94,16 @@ async def _form_or_json(request: web.Request) -> dict[str, Any]:
     if request.content_type == "application/json":
         try:
             data = await request.json()
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, LookupError, RecursionError):
+            # LookupError: an unknown charset; RecursionError: JSON nested deeper than the parser can go.
             raise InvalidMessage("the body is not valid JSON") from None
         if not isinstance(data, dict):
             raise InvalidMessage("the body must be a JSON object")
         return data
     try:
         return dict(await request.post())
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, LookupError):
+        # LookupError: an unknown charset.
         raise InvalidMessage("the form is not valid") from None
 
 
@@ -108,27 +125,28 @@ async def login(request: web.Request) -> web.Response:
         data = await _form_or_json(request)
     except InvalidMessage as exc:
         return warren_error_response(exc)
-    username, password = data.get("username"), data.get("password")
-    if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
+    typed, password = data.get("username"), data.get("password")
+    if not isinstance(typed, str) or not isinstance(password, str) or not typed or not password:
         return error_response(400, "invalid-message", "send a username and a password")
-    directory = request.app[DIRECTORY]
-    per_user, per_address = request.app[LOGIN_LIMITS]
-    user_bucket, address_bucket = per_user.bucket(username[:64]), per_address.bucket(request.remote or "")
-    if not user_bucket.available() or not address_bucket.available():
-        wait = max(user_bucket.retry_after(), address_bucket.retry_after())
-        log.warning("sign-in throttled for %r from %s", username[:64], request.remote)
-        return error_response(
-            429, "too-many-attempts", f"too many failed sign-ins: wait {wait:.0f} s", {"Retry-After": f"{wait:.0f}"}
-        )
-    # The same answer for an unknown user and a wrong password, after the same amount of work.
-    if not directory.verify(username, password):
-        user_bucket.take()
-        address_bucket.take()
-        log.info("sign-in refused for %r from %s", username[:64], request.remote)
+    if len(password) > MAX_PASSWORD_CHARS:
+        return error_response(400, "invalid-message", f"a password has at most {MAX_PASSWORD_CHARS} characters")
+    address = client_address(request, request.app[SETTINGS].trusted_proxies)
+    devices = request.app[DEVICES]
+    device = devices.read(request)
+    try:
+        # The same answer for an unknown user and a wrong password, after the same amount of work.
+        name = await request.app[SIGN_IN].attempt(typed, password, address, device)
+    except (SignInThrottled, SignInBusy) as exc:
+        log.info("sign-in %s for %r from %s", exc.reason, typed[:64], address)
+        return warren_error_response(exc)
+    if name is None:
+        log.info("sign-in refused for %r from %s", typed[:64], address)
         return error_response(401, "bad-credentials", "wrong username or password")
-    await start_session(request, username, directory.generation(username) or 0)
-    log.info("%s signed in", username)
-    return web.json_response({"user": username})
+    await start_session(request, name, request.app[DIRECTORY].generation(name) or 0)
+    log.info("%s signed in from %s", name, address)
+    response = web.json_response({"user": name})
+    devices.remember(request, response, device, name)
+    return response
 
 
 async def logout(request: web.Request) -> web.Response:
@@ -215,11 +233,32 @@ async def readyz(request: web.Request) -> web.Response:
         "backplane": backplane.name,
         "node": request.app[SETTINGS].node_id,
     }
-    return web.json_response(body, status=200 if ready else 503)
+    headers = None if ready else {"Retry-After": str(NOT_READY_RETRY_AFTER)}
+    return web.json_response(body, status=200 if ready else 503, headers=headers)
+
+
+async def _warn_about_legacy_names(app: web.Application) -> None:
+    try:
+        problems = app[DIRECTORY].legacy_names()
+    except WarrenError as exc:
+        log.error("%s", exc)
+        return
+    for name, problem in problems:
+        log.warning(
+            "user %r: %s; it still signs in, but consider renaming it (python -m app users check)", name, problem
+        )
+
+
+async def _start_sign_in(app: web.Application) -> None:
+    await app[SIGN_IN].start()
 
 
 def add_routes(app: web.Application) -> None:
-    app[LOGIN_LIMITS] = (RateLimiter(5 / 60, 5), RateLimiter(30 / 60, 30))
+    settings = app[SETTINGS]
+    app[SIGN_IN] = SignIn(app[DIRECTORY], workers=settings.signin_workers, queue=settings.signin_queue)
+    app[DEVICES] = DeviceCookies(settings.secret_keys)
+    app.on_startup.append(_warn_about_legacy_names)
+    app.on_startup.append(_start_sign_in)
     app.router.add_post("/login", login)
     app.router.add_post("/logout", logout)
     app.router.add_get("/api/me", me)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import logging
 import os
 import re
@@ -16,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .auth.addresses import IPNetwork, parse_networks
+from .auth.origins import canonical_origin
 from .core.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -24,6 +27,15 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_HOST_LABEL}(?:\.{_HOST_LABEL})*$")
+#: A SECRET_KEY with fewer distinct bytes than this is not random (a random 32-byte key has about 30).
+_MIN_DISTINCT_KEY_BYTES = 16
+
+
+def _default_signin_workers() -> int:
+    # Leave a core for the event loop; each worker is a process of ~30 MB. Two check ~40 sign-ins a second.
+    return min(2, max(1, (os.cpu_count() or 2) - 1))
 
 
 @dataclass(frozen=True)
@@ -49,6 +61,11 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()
     #: Where the SockJS iframe loads a sockjs-client release Warren does not ship (``{version}``: the page's).
     sockjs_client_url: str | None = None
+    #: Balancers whose X-Forwarded-For is believed for the client address (sign-in throttles); see app.auth.addresses.
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    #: Threads that check passwords (scrypt), and how many more sign-ins may wait for one before 503.
+    signin_workers: int = field(default_factory=_default_signin_workers)
+    signin_queue: int = 32
     log_level: str = "INFO"
     log_format: str = "text"
     #: Outgoing bytes one SockJS session may have queued before it is closed as a slow consumer.
@@ -95,20 +112,23 @@ class Settings:
         secret_keys, generated = _secret_keys(env, multi_node=amqp_url is not None)
         settings = cls(
             port=_integer(env, "PORT", 8080, 0, 65535),
-            host=_text(env, "HOST") or "0.0.0.0",
+            host=_host(env),
             secret_keys=secret_keys,
             secret_key_generated=generated,
             amqp_url=amqp_url,
             rabbitmq_management_url=_management_url(env),
             amqp_publisher=_choice(env, "AMQP_PUBLISHER", "batched", ("batched", "plain")),
             node_id=_node_id(env),
-            users_file=Path(_text(env, "USERS_FILE") or "users.json"),
+            users_file=_users_file(env),
             max_message_bytes=_integer(env, "MAX_MESSAGE_BYTES", 64 * 1024, 1, 16 * 1024 * 1024),
             mailbox_ttl=_duration(env, "MAILBOX_TTL", 7 * 86400.0),
             mailbox_max=_integer(env, "MAILBOX_MAX", 1000, 1, 10_000_000),
             session_max_age=int(_duration(env, "SESSION_MAX_AGE", 7 * 86400.0)),
             allowed_origins=_origins(env),
             sockjs_client_url=_sockjs_client_url(env),
+            trusted_proxies=_trusted_proxies(env),
+            signin_workers=_integer(env, "SIGNIN_WORKERS", _default_signin_workers(), 1, 64),
+            signin_queue=_integer(env, "SIGNIN_QUEUE", 32, 0, 10_000),
             log_level=_choice(env, "LOG_LEVEL", "INFO", _LOG_LEVELS, upper=True),
             log_format=_choice(env, "LOG_FORMAT", "text", ("text", "json")),
             send_buffer_bytes=_integer(env, "SEND_BUFFER_BYTES", 1024 * 1024, 1024, 1024 * 1024 * 1024),
@@ -230,6 +250,11 @@ def _secret_keys(env: Mapping[str, str], *, multi_node: bool) -> tuple[tuple[byt
                 "SECRET_KEY must be a Fernet key (32 bytes, url-safe base64), or several separated by commas "
                 "(the first signs new cookies). Generate one with: python -m app secret"
             )
+        if len(set(decoded)) < _MIN_DISTINCT_KEY_BYTES:
+            raise ConfigurationError(
+                "SECRET_KEY is not random (too few distinct bytes: all zeros or a pattern): anyone could forge "
+                "sign-in cookies with it. Generate one with: python -m app secret"
+            )
         keys.append(key)
     return tuple(keys), False
 
@@ -272,5 +297,43 @@ def _origins(env: Mapping[str, str]) -> tuple[str, ...]:
             raise ConfigurationError(
                 f"ALLOWED_ORIGINS entry {origin!r} is not an origin like https://chat.example.com"
             )
-        origins.append(origin.lower())
+        origins.append(canonical_origin(origin))
     return tuple(origins)
+
+
+def _host(env: Mapping[str, str]) -> str:
+    raw = _text(env, "HOST")
+    if raw is None:
+        return "0.0.0.0"
+    try:
+        ipaddress.ip_address(raw)
+    except ValueError:
+        if not _HOSTNAME.match(raw):
+            raise ConfigurationError(
+                f"HOST={raw!r} is not an IP address or host name: use 0.0.0.0 (every interface), 127.0.0.1 or ::"
+            ) from None
+    return raw
+
+
+def _users_file(env: Mapping[str, str]) -> Path:
+    path = Path(_text(env, "USERS_FILE") or "users.json")
+    if path.is_dir():
+        raise ConfigurationError(f"USERS_FILE={str(path)!r} is a directory: name a file, such as users.json")
+    if path.exists():
+        from .auth.users import UsersFileError, read_users_file
+
+        try:
+            read_users_file(path)
+        except UsersFileError as exc:
+            raise ConfigurationError(str(exc)) from None
+    return path
+
+
+def _trusted_proxies(env: Mapping[str, str]) -> tuple[IPNetwork, ...]:
+    raw = _text(env, "TRUSTED_PROXIES")
+    if raw is None:
+        return ()
+    try:
+        return parse_networks(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"TRUSTED_PROXIES entry {exc}; separate several with commas") from None

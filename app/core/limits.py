@@ -37,6 +37,13 @@ class TokenBucket:
             return True
         return False
 
+    def charge(self) -> None:
+        """Take a token for an action already done, into debt if need be (at most ``burst`` deep): for limits
+        checked with ``available`` before an action whose outcome decides whether it counts, so that concurrent
+        actions let through together are still all paid for."""
+        self._refill()
+        self._tokens = max(-self.burst, self._tokens - 1)
+
     def available(self) -> bool:
         self._refill()
         return self._tokens >= 1
