@@ -173,7 +173,7 @@ async def test_thousands_of_bad_sign_ins_write_a_bounded_number_of_log_lines(tmp
                 for _ in range(count):
                     body = {"username": "nobody", "password": "wrong-password"}
                     async with http.post(f"{node.url}/login", json=body, headers={"Origin": node.url}) as reply:
-                        assert reply.status in (401, 429)
+                        assert reply.status in (401, 429, 503)  # 503: the sign-in pool is busy
 
             await asyncio.gather(*(attempts(100) for _ in range(20)))
     finally:
