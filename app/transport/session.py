@@ -43,7 +43,7 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Hashable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -59,6 +59,11 @@ _T = TypeVar("_T")
 SWEEP_INTERVAL = 1.0
 INTERRUPTED = (1002, "Connection interrupted")
 GO_AWAY = (3000, "Go away!")
+#: Where a session is registered: its owner (``SessionManager.identify``) and its id. Two owners may use one id
+#: without ever meeting: each request finds only the session of its own owner.
+SessionKey = tuple[Hashable, str]
+#: The owner part of WebSocket sessions' keys: equal to no owner a request can have, so no URL reaches them.
+_UNADDRESSABLE = object()
 
 
 class SessionState(enum.Enum):
@@ -89,6 +94,13 @@ class Pending:
 
 
 HEARTBEAT_FRAME = Pending(framing.HEARTBEAT, FrameKind.HEARTBEAT)
+
+
+class SessionExists(Exception):
+    """A session of this owner and id is registered already."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"SockJS session {session_id!r} exists already")
 
 
 def peer_gone(request: web.BaseRequest) -> bool:
@@ -163,6 +175,8 @@ class Session:
         "_wakeup",
         "addressable",
         "id",
+        "key",
+        "owner",
         "receiver",
         "state",
         "transport_name",
@@ -191,6 +205,10 @@ class Session:
         self.receiver: Receiver | None = None
         #: False for WebSocket sessions: no session URL reaches them.
         self.addressable = True
+        #: Who opened the session (``SessionManager.identify``); only requests of the same owner reach it.
+        self.owner: Hashable | None = None
+        #: Where the manager registered it.
+        self.key: SessionKey = (None, session_id)
         self._expiry: asyncio.TimerHandle | None = None
         self._ended: asyncio.Task[None] | None = None
 
@@ -356,7 +374,8 @@ class SessionManager:
         self.heartbeat_delay = heartbeat_delay
         self.disconnect_delay = disconnect_delay
         self.session_factory = session_factory
-        self.sessions: dict[str, Session] = {}
+        #: Every session, by owner and id (``SessionKey``).
+        self.sessions: dict[SessionKey, Session] = {}
         self._unique = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -369,6 +388,12 @@ class SessionManager:
 
     # -- application hooks -------------------------------------------------------------------------------------
 
+    async def identify(self, request: web.Request) -> Hashable | None:
+        """Who is asking (for Warren: the sign-in of the request's cookie), or None. Every request of a session
+        must come from the owner that opened it: a request finds only sessions opened by its own owner, so one of
+        another owner answers exactly as if the session did not exist. By default everyone is the same nobody."""
+        return None
+
     async def on_open(self, session: Session, request: web.Request) -> None:
         """A new session, before its open frame is written (so no message can arrive before this returns)."""
 
@@ -380,17 +405,23 @@ class SessionManager:
 
     # -- registry --------------------------------------------------------------------------------------------
 
-    def get(self, session_id: str) -> Session | None:
-        """The HTTP session named ``session_id``; never a WebSocket session (no URL may reach those)."""
-        session = self.sessions.get(session_id)
-        return session if session is not None and session.addressable else None
+    def get(self, session_id: str, owner: Hashable | None = None) -> Session | None:
+        """``owner``'s HTTP session named ``session_id``; never a WebSocket session (no URL may reach those)."""
+        return self.sessions.get((owner, session_id))
 
-    def create(self, session_id: str, transport_name: str, *, addressable: bool = True) -> Session:
-        """A new session under ``session_id`` (HTTP transports: the id names the session across requests)."""
-        assert session_id not in self.sessions
+    def create(
+        self, session_id: str, transport_name: str, *, owner: Hashable | None = None, addressable: bool = True
+    ) -> Session:
+        """A new session of ``owner`` under ``session_id`` (HTTP transports: the id names the session across
+        requests). Raises ``SessionExists`` if ``owner`` already has one of that id."""
+        key: SessionKey = (owner if addressable else _UNADDRESSABLE, session_id)
+        if key in self.sessions:
+            raise SessionExists(session_id)
         session = self.session_factory(session_id, transport_name)
         session.addressable = addressable
-        self.sessions[session_id] = session
+        session.owner = owner
+        session.key = key
+        self.sessions[key] = session
         self._ensure_sweeper()
         if addressable:
             # Expires unless a request attaches: a client that vanished before that must not leave it behind.
@@ -398,16 +429,16 @@ class SessionManager:
             self._schedule_expiry(session)
         return session
 
-    def create_unique(self, session_id: str, transport_name: str) -> Session:
+    def create_unique(self, session_id: str, transport_name: str, *, owner: Hashable | None = None) -> Session:
         """A WebSocket session: it lives as long as its connection, two connections may reuse one id
         (sockjs-protocol ``test_reuseSessionId``), and it is not addressable: ``xhr_send`` to its id is a 404,
         so nobody can slip messages into another client's WebSocket session."""
         self._unique += 1
-        return self.create(f"{session_id}#{self._unique}", transport_name, addressable=False)
+        return self.create(f"{session_id}#{self._unique}", transport_name, owner=owner, addressable=False)
 
     def remove(self, session: Session) -> None:
-        if self.sessions.get(session.id) is session:
-            del self.sessions[session.id]
+        if self.sessions.get(session.key) is session:
+            del self.sessions[session.key]
         if session._expiry is not None:
             session._expiry.cancel()
             session._expiry = None
@@ -546,7 +577,7 @@ class SessionManager:
         log.debug("SockJS session %s interrupted: its receiving request was aborted", session.id)
         session.receiver = None
         task = self.end(session, None if session.ended else INTERRUPTED)
-        if self.sessions.get(session.id) is session:
+        if self.sessions.get(session.key) is session:
             self._schedule_expiry(session)
         return task
 
