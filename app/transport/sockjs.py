@@ -215,10 +215,15 @@ class WarrenSessionManager(SessionManager):
                     "not-signed-in",
                     "your sign-in was ended (signed out everywhere, password changed or account removed): sign in "
                     "again",
+                    revoked=True,
                 )
             elif sign_in.signed_in_at <= expired_before:
                 self._end_with_error(
-                    session, CloseCode.NOT_SIGNED_IN, "not-signed-in", "your sign-in has expired: sign in again"
+                    session,
+                    CloseCode.NOT_SIGNED_IN,
+                    "not-signed-in",
+                    "your sign-in has expired: sign in again",
+                    revoked=True,
                 )
             elif session.stomp.version is None and session.opened_at <= connect_deadline:
                 self._end_with_error(
@@ -226,13 +231,21 @@ class WarrenSessionManager(SessionManager):
                     CloseCode.PROTOCOL_ERROR,
                     "connect-timeout",
                     f"no STOMP CONNECT within {self.settings.connect_timeout_seconds:g} s",
+                    revoked=False,
                 )
 
-    def _end_with_error(self, session: WarrenSession, code: CloseCode, reason: str, detail: str) -> None:
+    def _end_with_error(
+        self, session: WarrenSession, code: CloseCode, reason: str, detail: str, *, revoked: bool
+    ) -> None:
+        """``revoked``: the owner's cookie is no longer valid, so no request can reach the session any more."""
         stomp = session.stomp
         assert stomp is not None
         log.info("closing %s's %s session: %s", stomp.user, session.transport_name, detail)
         refuse(session, code, reason, detail, version=stomp.version)
+        if revoked and session.receiver is None:
+            # Between two polls: no request of the owner's can fetch the error or what was queued before it, so
+            # the session ends now and its undelivered mail goes back to the hub at once, not at expiry.
+            self.end(session)
         # Off the hub now: mail arriving from here on goes to the user's other connections or the mailbox.
         self.spawn(stomp.on_close())
 
