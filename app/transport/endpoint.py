@@ -15,6 +15,11 @@ What this adds to, or fixes in, the ``sockjs`` package's routes (``sockjs/route.
   preflight, every session URL and the WebSocket upgrade (checked before upgrading) — unless the origin is the
   server's own or in the allow-list (``ALLOWED_ORIGINS``, ``app.auth.origins``). The package checked nothing and
   ``/info`` claimed ``"*:*"``; ``/info`` now lists the origins actually allowed.
+* **Sessions have owners.** Every session URL is looked up under the requester (``SessionManager.identify``): a
+  request of anyone but the session's owner answers as for an unused id (``app.transport.session``). Document
+  navigations started by another site (``Sec-Fetch-Site`` cross-site or same-site with a navigating
+  ``Sec-Fetch-Mode``/``-Dest``) are refused with 403 on every session URL; SockJS never makes one. Server and
+  session ids are 1–128 characters without ``.``, ``#``, ``%``, ``?``, ``/`` or control characters, else 404.
 * **CORS.** Allowed cross-origin requests get ``Access-Control-Allow-Origin: <origin>`` with credentials, and
   preflight ``OPTIONS`` is answered for ``/info``, ``xhr``, ``xhr_send`` and ``xhr_streaming`` (the package
   never routed ``OPTIONS``). Same-origin requests need none of it and get none.

@@ -32,6 +32,10 @@ guarantees:
   holds more than its high-water mark of unsent bytes is skipped (its frames stay queued, counted by
   ``queued_bytes``) and written again when that connection drained. SockJS heart-beats of pushed receivers come
   from the manager's periodic sweep, not from a timer per session.
+* **A session belongs to its owner.** ``SessionManager.identify`` names who a request comes from (for Warren, the
+  sign-in of its cookie); sessions are registered under owner and id, so a request finds only its own owner's
+  sessions. Someone else using the same id meets what an unused id gives (a new session of their own, or 404
+  for a send), and the owner's session is neither read nor written by them.
 * **Nothing waits without a reason.** The asyncio objects a waiter needs (``wait_for_frames``, ``wait_flushed``)
   are made when someone waits, not per session: an idle session is a few plain objects, which keeps memory and
   the work of the garbage collector's full collections proportional to what is actually happening.

@@ -1,9 +1,19 @@
 """The SockJS endpoint (``/chat-websocket``): one STOMP connection per SockJS session, on every transport.
 
-Each SockJS session carries one STOMP connection. The user is read from the cookie session once, when the SockJS
-session opens (the request that opens it carries the cookie on every transport, same-origin iframes included);
-an anonymous session still speaks STOMP but its CONNECT is answered with ERROR and the session closes. Pages of
-other origins never get that far: the endpoint refuses them (``app.transport.endpoint``).
+Each SockJS session carries one STOMP connection, and belongs to the sign-in whose cookie opened it
+(``app.auth.sessions.SignIn``: user, session generation, sign-in id): every later request of the session must
+carry a cookie of that same sign-in, or it never finds the session (``SessionManager.identify``). Pages of other
+origins, and other sites' navigations, never get that far: the endpoint refuses them (``app.transport.endpoint``).
+
+* **Nothing anonymous holds a node.** A session opened without a valid sign-in gets STOMP ``ERROR
+  not-signed-in`` and closes (4001) as it opens, without waiting for a frame. A user has at most
+  ``MAX_SESSIONS_PER_USER`` sessions on the node, counted as they open (subscribed or not): the next one gets
+  ``ERROR too-many-sessions`` (4009).
+* **Sign-ins are checked while connections stay open.** Once a second the manager's sweep looks at every open
+  session (one pass, no timer per session; the user directory rereads its file at most once a second): a sign-in
+  whose generation changed (``users logout``, a password change, ``users remove``) or that is older than
+  ``SESSION_MAX_AGE`` ends with ``ERROR not-signed-in`` (4001); a session that has not sent ``CONNECT`` within
+  ``CONNECT_TIMEOUT`` ends with ``ERROR connect-timeout`` (4002).
 
 What Warren adds on top of the generic SockJS layer (``endpoint`` and ``session`` in this package):
 
