@@ -275,6 +275,48 @@ class Session:
     def ended(self) -> bool:
         return self._ended is not None
 
+    # -- the manager's side: state changes, each in one place ------------------------------------------------
+
+    def expire_later(self, handle: asyncio.TimerHandle | None) -> None:
+        """Replace the expiry timer (None: the session does not expire while a request carries it)."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self._expiry = handle
+
+    def set_receiver(self, receiver: Receiver | None) -> None:
+        """``receiver`` carries the session from now on (None: nobody does). A new receiver shows that the client
+        handled everything written before it (``polled``) and gets what is already queued."""
+        self.receiver = receiver
+        if receiver is not None:
+            self.polled()
+            self._wake()
+
+    def begin_open(self) -> None:
+        """The session opens: the application may queue messages (they follow the open frame)."""
+        self.state = SessionState.OPEN
+
+    def queue_open_frame(self) -> None:
+        """The application has seen the session: the open frame goes first, before anything it queued."""
+        self._open_pending = True
+        self._unflushed = True
+        self._wake()
+
+    def mark_ended(self, close: tuple[int, str] | None, notify: Callable[[], asyncio.Task[None]]) -> asyncio.Task[None]:
+        """The session will deliver nothing more: from now on every request gets the close frame (``close``, else
+        the application's, else 3000). ``notify`` starts the application's ``on_close``, once; its task is returned
+        every time."""
+        if close is not None:
+            self._close = close
+        elif self._close is None:
+            self._close = GO_AWAY
+        if self._ended is not None:
+            return self._ended
+        self.state = SessionState.CLOSED
+        self._set_flushed()
+        self._wake()
+        self._ended = notify()
+        return self._ended
+
     # -- the transports' side ---------------------------------------------------------------------------------
 
     def next_frame(self) -> Pending | None:
@@ -443,9 +485,7 @@ class SessionManager:
     def remove(self, session: Session) -> None:
         if self.sessions.get(session.key) is session:
             del self.sessions[session.key]
-        if session._expiry is not None:
-            session._expiry.cancel()
-            session._expiry = None
+        session.expire_later(None)
 
     # -- receivers ---------------------------------------------------------------------------------------------
 
@@ -456,14 +496,11 @@ class SessionManager:
         request already is."""
         if session.receiver is not None:
             return None
-        if session._expiry is not None:
-            session._expiry.cancel()
-            session._expiry = None
-        session.receiver = receiver or Receiver(request)
-        session.polled()
+        session.expire_later(None)
+        attached = receiver or Receiver(request)
         # A pushed receiver writes what is already queued (the open frame, at least) without waiting for more.
-        session._wake()
-        return session.receiver
+        session.set_receiver(attached)
+        return attached
 
     def receiver_gone(self, session: Session) -> bool:
         """True when the session's receiver is a request whose client already went away."""
@@ -473,14 +510,14 @@ class SessionManager:
         """``receiver`` finished normally: start the disconnect countdown (unless it was replaced)."""
         if session.receiver is not receiver:
             return
-        session.receiver = None
+        session.set_receiver(None)
         self._schedule_expiry(session)
 
     def release(self, session: Session, receiver: Receiver) -> asyncio.Task[None]:
         """``receiver``'s connection ended and the session cannot be resumed (a WebSocket): nothing more is written
         to it, the session is forgotten and ends; returns the task in which the application hears of it."""
         if session.receiver is receiver:
-            session.receiver = None
+            session.set_receiver(None)
         self._to_flush.pop(session, None)
         held = self._held.pop(session, None)
         if held is not None:
@@ -536,15 +573,13 @@ class SessionManager:
         """First receiving request of a new session: call ``on_open``, then queue the open frame."""
         if session.state is not SessionState.NEW:
             return
-        session.state = SessionState.OPEN
+        session.begin_open()
         try:
             await self.on_open(session, request)
         except Exception:
             log.exception("SockJS session %s: the open handler failed", session.id)
             session.close(3000, "Internal error")
-        session._open_pending = True
-        session._unflushed = True
-        session._wake()
+        session.queue_open_frame()
 
     async def receive(self, session: Session, messages: list[str]) -> None:
         """Hand the client's messages to the application, in order (ignored once the session is closing)."""
@@ -564,22 +599,12 @@ class SessionManager:
         ``close`` replaces the close frame later requests get (default: the application's, else 3000).
         Synchronous on purpose: it is called from cancelled handlers and timer callbacks.
         """
-        if close is not None:
-            session._close = close
-        elif session._close is None:
-            session._close = GO_AWAY
-        if session._ended is not None:
-            return session._ended
-        session.state = SessionState.CLOSED
-        session._set_flushed()
-        session._wake()
-        session._ended = self.spawn(self._notify_close(session))
-        return session._ended
+        return session.mark_ended(close, lambda: self.spawn(self._notify_close(session)))
 
     def interrupt(self, session: Session) -> asyncio.Task[None]:
         """The receiving request's client went away mid-request: end the session with 1002 (sockjs-protocol)."""
         log.debug("SockJS session %s interrupted: its receiving request was aborted", session.id)
-        session.receiver = None
+        session.set_receiver(None)
         task = self.end(session, None if session.ended else INTERRUPTED)
         if self.sessions.get(session.key) is session:
             self._schedule_expiry(session)
@@ -613,13 +638,10 @@ class SessionManager:
     # -- timers --------------------------------------------------------------------------------------------------
 
     def _schedule_expiry(self, session: Session) -> None:
-        if session._expiry is not None:
-            session._expiry.cancel()
-        loop = asyncio.get_running_loop()
-        session._expiry = loop.call_later(self.disconnect_delay, self._expired, session)
+        session.expire_later(asyncio.get_running_loop().call_later(self.disconnect_delay, self._expired, session))
 
     def _expired(self, session: Session) -> None:
-        session._expiry = None
+        session.expire_later(None)
         if session.receiver is not None:
             return
         log.debug("SockJS session %s expired", session.id)
