@@ -52,6 +52,7 @@ import re
 import secrets
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import WSMsgType, web
@@ -201,7 +202,7 @@ def parse_messages(data: bytes | str) -> list[str]:
 class SockJSEndpoint:
     """Serves one SockJS endpoint for ``manager``; ``add_routes`` mounts it under a prefix."""
 
-    def __init__(self, manager: SessionManager, options: EndpointOptions) -> None:
+    def __init__(self, manager: SessionManager[Any], options: EndpointOptions) -> None:
         self.manager = manager
         self.options = options
         self._iframe, self._iframe_etag = framing.iframe_page(options.sockjs_client_url)

@@ -49,7 +49,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine, Hashable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from aiohttp import web
 
@@ -139,7 +139,7 @@ class PushReceiver(Receiver):
 
     __slots__ = ("last_write", "manager")
 
-    def __init__(self, request: web.BaseRequest, manager: SessionManager) -> None:
+    def __init__(self, request: web.BaseRequest, manager: SessionManager[Any]) -> None:
         super().__init__(request)
         self.manager = manager
         #: ``time.monotonic()`` of the last write, for the heart-beat sweep.
@@ -403,10 +403,14 @@ class Session:
             self.receiver.frames_ready(self)
 
 
-class SessionManager:
+SessionT = TypeVar("SessionT", bound=Session)
+
+
+class SessionManager(Generic[SessionT]):
     """The sessions of one SockJS endpoint, their receivers, timers and the application's hooks.
 
-    Subclass and override ``on_open``, ``on_message`` and ``on_close``. Every hook runs in the event loop; a
+    Subclass and override ``on_open``, ``on_message`` and ``on_close``; ``SessionT`` is the class of the sessions
+    (``session_factory`` makes them), so the hooks get that class. Every hook runs in the event loop; a
     hook that raises is logged and does not break the transport.
     """
 
@@ -415,22 +419,24 @@ class SessionManager:
         *,
         heartbeat_delay: float = 25.0,
         disconnect_delay: float = 5.0,
-        session_factory: Callable[[str, str], Session] = Session,
+        session_factory: Callable[[str, str], SessionT] | None = None,
     ) -> None:
         self.heartbeat_delay = heartbeat_delay
         self.disconnect_delay = disconnect_delay
-        self.session_factory = session_factory
+        self.session_factory: Callable[[str, str], SessionT] = session_factory or cast(
+            Callable[[str, str], SessionT], Session
+        )
         #: Every session, by owner and id (``SessionKey``).
-        self.sessions: dict[SessionKey, Session] = {}
+        self.sessions: dict[SessionKey, SessionT] = {}
         self._unique = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         #: Sessions of pushed receivers with frames to write, in the order they became ready (a dict as an ordered
         #: set), and the one callback that writes them.
-        self._to_flush: dict[Session, None] = {}
+        self._to_flush: dict[SessionT, None] = {}
         self._flush_handle: asyncio.Handle | None = None
         #: Sessions whose connection is over its high-water mark, with the task waiting for it to drain.
-        self._held: dict[Session, asyncio.Task[None]] = {}
+        self._held: dict[SessionT, asyncio.Task[None]] = {}
 
     # -- application hooks -------------------------------------------------------------------------------------
 
@@ -440,24 +446,24 @@ class SessionManager:
         another owner answers exactly as if the session did not exist. By default everyone is the same nobody."""
         return None
 
-    async def on_open(self, session: Session, request: web.Request) -> None:
+    async def on_open(self, session: SessionT, request: web.Request) -> None:
         """A new session, before its open frame is written (so no message can arrive before this returns)."""
 
-    async def on_message(self, session: Session, message: str) -> None:
+    async def on_message(self, session: SessionT, message: str) -> None:
         """One message from the client, in order."""
 
-    async def on_close(self, session: Session) -> None:
+    async def on_close(self, session: SessionT) -> None:
         """The session will deliver nothing more (closed, interrupted, expired, or its WebSocket ended)."""
 
     # -- registry --------------------------------------------------------------------------------------------
 
-    def get(self, session_id: str, owner: Hashable | None = None) -> Session | None:
+    def get(self, session_id: str, owner: Hashable | None = None) -> SessionT | None:
         """``owner``'s HTTP session named ``session_id``; never a WebSocket session (no URL may reach those)."""
         return self.sessions.get((owner, session_id))
 
     def create(
         self, session_id: str, transport_name: str, *, owner: Hashable | None = None, addressable: bool = True
-    ) -> Session:
+    ) -> SessionT:
         """A new session of ``owner`` under ``session_id`` (HTTP transports: the id names the session across
         requests). Raises ``SessionExists`` if ``owner`` already has one of that id."""
         key: SessionKey = (owner if addressable else _UNADDRESSABLE, session_id)
@@ -475,14 +481,14 @@ class SessionManager:
             self._schedule_expiry(session)
         return session
 
-    def create_unique(self, session_id: str, transport_name: str, *, owner: Hashable | None = None) -> Session:
+    def create_unique(self, session_id: str, transport_name: str, *, owner: Hashable | None = None) -> SessionT:
         """A WebSocket session: it lives as long as its connection, two connections may reuse one id
         (sockjs-protocol ``test_reuseSessionId``), and it is not addressable: ``xhr_send`` to its id is a 404,
         so nobody can slip messages into another client's WebSocket session."""
         self._unique += 1
         return self.create(f"{session_id}#{self._unique}", transport_name, owner=owner, addressable=False)
 
-    def remove(self, session: Session) -> None:
+    def remove(self, session: SessionT) -> None:
         if self.sessions.get(session.key) is session:
             del self.sessions[session.key]
         session.expire_later(None)
@@ -490,7 +496,7 @@ class SessionManager:
     # -- receivers ---------------------------------------------------------------------------------------------
 
     def attach(
-        self, session: Session, request: web.BaseRequest, receiver: Receiver | None = None
+        self, session: SessionT, request: web.BaseRequest, receiver: Receiver | None = None
     ) -> Receiver | None:
         """Make ``request`` the session's receiver (``receiver``, by default a plain one); None if another live
         request already is."""
@@ -502,18 +508,18 @@ class SessionManager:
         session.set_receiver(attached)
         return attached
 
-    def receiver_gone(self, session: Session) -> bool:
+    def receiver_gone(self, session: SessionT) -> bool:
         """True when the session's receiver is a request whose client already went away."""
         return session.receiver is not None and peer_gone(session.receiver.request)
 
-    def detach(self, session: Session, receiver: Receiver) -> None:
+    def detach(self, session: SessionT, receiver: Receiver) -> None:
         """``receiver`` finished normally: start the disconnect countdown (unless it was replaced)."""
         if session.receiver is not receiver:
             return
         session.set_receiver(None)
         self._schedule_expiry(session)
 
-    def release(self, session: Session, receiver: Receiver) -> asyncio.Task[None]:
+    def release(self, session: SessionT, receiver: Receiver) -> asyncio.Task[None]:
         """``receiver``'s connection ended and the session cannot be resumed (a WebSocket): nothing more is written
         to it, the session is forgotten and ends; returns the task in which the application hears of it."""
         if session.receiver is receiver:
@@ -525,7 +531,7 @@ class SessionManager:
         self.remove(session)
         return self.end(session)
 
-    def written(self, session: Session, pending: Pending, *, await_next_poll: bool = False) -> None:
+    def written(self, session: SessionT, pending: Pending, *, await_next_poll: bool = False) -> None:
         """A receiver wrote ``pending``: take it off the queue; a close frame ends the session."""
         session.commit(pending, await_next_poll=await_next_poll)
         if pending.kind is FrameKind.CLOSE:
@@ -533,7 +539,7 @@ class SessionManager:
 
     # -- pushed receivers -----------------------------------------------------------------------------------------
 
-    def schedule_flush(self, session: Session) -> None:
+    def schedule_flush(self, session: SessionT) -> None:
         """Write ``session``'s frames in the next loop tick, with those of every other session that gets some
         before then. A session held by flow control is written when its connection drains instead."""
         if session in self._held or session in self._to_flush:
@@ -558,7 +564,7 @@ class SessionManager:
                 continue
             self._held[session] = self.spawn(self._flush_when_drained(session, receiver))
 
-    async def _flush_when_drained(self, session: Session, receiver: PushReceiver) -> None:
+    async def _flush_when_drained(self, session: SessionT, receiver: PushReceiver) -> None:
         try:
             await receiver.drained()
         except ConnectionError:
@@ -569,7 +575,7 @@ class SessionManager:
         if session.receiver is receiver:
             self.schedule_flush(session)
 
-    async def open(self, session: Session, request: web.Request) -> None:
+    async def open(self, session: SessionT, request: web.Request) -> None:
         """First receiving request of a new session: call ``on_open``, then queue the open frame."""
         if session.state is not SessionState.NEW:
             return
@@ -581,7 +587,7 @@ class SessionManager:
             session.close(3000, "Internal error")
         session.queue_open_frame()
 
-    async def receive(self, session: Session, messages: list[str]) -> None:
+    async def receive(self, session: SessionT, messages: list[str]) -> None:
         """Hand the client's messages to the application, in order (ignored once the session is closing)."""
         for message in messages:
             if session.state is not SessionState.OPEN:
@@ -593,7 +599,7 @@ class SessionManager:
 
     # -- ending ------------------------------------------------------------------------------------------------
 
-    def end(self, session: Session, close: tuple[int, str] | None = None) -> asyncio.Task[None]:
+    def end(self, session: SessionT, close: tuple[int, str] | None = None) -> asyncio.Task[None]:
         """The session will deliver nothing more; ``on_close`` runs (once) in a task, which is returned.
 
         ``close`` replaces the close frame later requests get (default: the application's, else 3000).
@@ -601,7 +607,7 @@ class SessionManager:
         """
         return session.mark_ended(close, lambda: self.spawn(self._notify_close(session)))
 
-    def interrupt(self, session: Session) -> asyncio.Task[None]:
+    def interrupt(self, session: SessionT) -> asyncio.Task[None]:
         """The receiving request's client went away mid-request: end the session with 1002 (sockjs-protocol)."""
         log.debug("SockJS session %s interrupted: its receiving request was aborted", session.id)
         session.set_receiver(None)
@@ -629,7 +635,7 @@ class SessionManager:
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def _notify_close(self, session: Session) -> None:
+    async def _notify_close(self, session: SessionT) -> None:
         try:
             await self.on_close(session)
         except Exception:
@@ -637,10 +643,10 @@ class SessionManager:
 
     # -- timers --------------------------------------------------------------------------------------------------
 
-    def _schedule_expiry(self, session: Session) -> None:
+    def _schedule_expiry(self, session: SessionT) -> None:
         session.expire_later(asyncio.get_running_loop().call_later(self.disconnect_delay, self._expired, session))
 
-    def _expired(self, session: Session) -> None:
+    def _expired(self, session: SessionT) -> None:
         session.expire_later(None)
         if session.receiver is not None:
             return

@@ -80,7 +80,7 @@ class WarrenSession(Session):
         return self.send(text)
 
 
-class WarrenSessionManager(SessionManager):
+class WarrenSessionManager(SessionManager[WarrenSession]):
     def __init__(self, app: web.Application, hub: Hub, directory: UserDirectory, settings: Settings) -> None:
         super().__init__(
             heartbeat_delay=settings.heartbeat_seconds,
@@ -101,7 +101,7 @@ class WarrenSessionManager(SessionManager):
         return [
             session
             for session in self.sessions.values()
-            if isinstance(session, WarrenSession) and session.stomp is not None and session.state is SessionState.OPEN
+            if session.stomp is not None and session.state is SessionState.OPEN
         ]
 
     def count_by_transport(self) -> dict[str, int]:
@@ -116,8 +116,7 @@ class WarrenSessionManager(SessionManager):
         forget_session(request)
         return sign_in
 
-    async def on_open(self, session: Session, request: web.Request) -> None:
-        assert isinstance(session, WarrenSession)
+    async def on_open(self, session: WarrenSession, request: web.Request) -> None:
         if not self.accepting:
             session.close(CloseCode.SHUTTING_DOWN, "server shutting down, reconnect")
             return
@@ -145,13 +144,11 @@ class WarrenSessionManager(SessionManager):
         )
         log.debug("session %s opened by %s over %s", session.id, user, session.transport_name)
 
-    async def on_message(self, session: Session, message: str) -> None:
-        assert isinstance(session, WarrenSession)
+    async def on_message(self, session: WarrenSession, message: str) -> None:
         if session.stomp is not None:
             await session.stomp.on_text(message)
 
-    async def on_close(self, session: Session) -> None:
-        assert isinstance(session, WarrenSession)
+    async def on_close(self, session: WarrenSession) -> None:
         stomp = session.stomp
         if stomp is None:
             return
@@ -209,7 +206,7 @@ class WarrenSessionManager(SessionManager):
         expired_before = int(time.time()) - self.settings.session_max_age
         connect_deadline = now - self.settings.connect_timeout_seconds
         for session in list(self.sessions.values()):
-            if not isinstance(session, WarrenSession) or session.stomp is None:
+            if session.stomp is None:
                 continue
             if session.state is not SessionState.OPEN:
                 continue
