@@ -72,6 +72,8 @@ class Settings:
     send_buffer_bytes: int = 1024 * 1024
     heartbeat_seconds: float = 25.0
     disconnect_delay_seconds: float = 5.0
+    #: Seconds a signed-in SockJS session may go without sending STOMP CONNECT before it is closed.
+    connect_timeout_seconds: float = 10.0
     shutdown_timeout_seconds: float = 25.0
     #: Messages per second one user may send through one node (0: no limit), and the burst allowed above it.
     message_rate: float = 50.0
@@ -134,6 +136,7 @@ class Settings:
             send_buffer_bytes=_integer(env, "SEND_BUFFER_BYTES", 1024 * 1024, 1024, 1024 * 1024 * 1024),
             heartbeat_seconds=_duration(env, "SOCKJS_HEARTBEAT", 25.0),
             disconnect_delay_seconds=_duration(env, "SOCKJS_DISCONNECT_DELAY", 5.0),
+            connect_timeout_seconds=_duration(env, "CONNECT_TIMEOUT", 10.0),
             shutdown_timeout_seconds=_duration(env, "SHUTDOWN_TIMEOUT", 25.0),
             message_rate=float(_integer(env, "MESSAGE_RATE", 50, 0, 1_000_000)),
             message_burst=_integer(env, "MESSAGE_BURST", 200, 1, 1_000_000),

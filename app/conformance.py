@@ -44,25 +44,25 @@ from .transport.session import Session, SessionManager
 #: What the suite expects a test server to use instead of the default 128 KiB.
 SUITE_RESPONSE_LIMIT = 4096
 #: The session manager of each service, by prefix (for tests that look inside).
-MANAGERS = web.AppKey("sockjs_managers", dict[str, SessionManager])
+MANAGERS = web.AppKey("sockjs_managers", dict[str, SessionManager[Session]])
 
 
-class EchoManager(SessionManager):
+class EchoManager(SessionManager[Session]):
     async def on_message(self, session: Session, message: str) -> None:
         session.send(message)
 
 
-class CloseManager(SessionManager):
+class CloseManager(SessionManager[Session]):
     async def on_open(self, session: Session, request: web.Request) -> None:
         session.close()
 
 
 def create_conformance_app(settings: Settings) -> web.Application:
     app = web.Application()
-    def timed(kind: type[SessionManager]) -> SessionManager:
+    def timed(kind: type[SessionManager[Session]]) -> SessionManager[Session]:
         return kind(heartbeat_delay=settings.heartbeat_seconds, disconnect_delay=settings.disconnect_delay_seconds)
 
-    services: list[tuple[str, SessionManager, bool]] = [
+    services: list[tuple[str, SessionManager[Session], bool]] = [
         ("/echo", timed(EchoManager), True),
         ("/close", timed(CloseManager), True),
         ("/disabled_websocket_echo", timed(EchoManager), False),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import aiohttp
 from cryptography.fernet import Fernet
@@ -70,6 +72,24 @@ async def test_logout_everywhere_and_password_change_end_old_sessions(
     await again.close()
 
 
+async def test_a_signed_out_user_is_disconnected_on_every_node(
+    node_factory: NodeFactory, make_user: Callable[[str], str], users_file: Path, stomp_clients: list[StompClient]
+) -> None:
+    """``users logout`` on the command line (another process: it only writes USERS_FILE) closes the user's open
+    connections on every node within a few seconds, with the ERROR the page shows; other users stay connected."""
+    first, second = await node_factory(), await node_factory()
+    alice, bob = make_user("alice"), make_user("bob")
+    tabs = [await online(first, alice, stomp_clients), await online(second, alice, stomp_clients)]
+    other = await online(second, bob, stomp_clients)
+    UserDirectory(users_file).bump_generation(alice)
+    for tab in tabs:
+        error = await tab.next_frame(timeout=6)
+        assert error.command == "ERROR" and error.headers["message"] == "not-signed-in"
+        assert (await asyncio.wait_for(tab.received.closed, 5))[0] == 4001
+    await other.send_chat(bob, "still here", receipt="r")
+    assert (await other.next_frame()).command in ("RECEIPT", "MESSAGE")
+
+
 async def test_sign_in_is_throttled_after_repeated_failures(node: Node, make_user: Callable[[str], str]) -> None:
     alice = make_user("alice")
     async with aiohttp.ClientSession() as http:
@@ -111,9 +131,8 @@ async def test_sessions_per_user_are_bounded(
     await online(node, alice, stomp_clients)
     third = await node.client(alice)
     stomp_clients.append(third)
-    await third.connect()
-    await third.send_frame("SUBSCRIBE", {"destination": "/user/topic/reply", "id": "0"})
-    error = await third.next_frame()
+    # Refused as it opens: every session counts, subscribed or not.
+    error = await third.connect()
     assert error.command == "ERROR" and error.headers["message"] == "too-many-sessions"
     assert (await third.received.closed)[0] == 4009
 

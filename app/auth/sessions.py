@@ -15,7 +15,9 @@ generation bump (``python -m app users logout NAME``).
 
 from __future__ import annotations
 
+import secrets
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -29,6 +31,8 @@ COOKIE_NAME = "WARREN_SESSION"
 _USER = "user"
 _GENERATION = "gen"
 _SIGNED_IN_AT = "at"
+#: A random name for one sign-in: SockJS sessions belong to the sign-in that opened them (``SignIn``).
+_SIGN_IN_ID = "sid"
 
 
 class RotatingCookieStorage(EncryptedCookieStorage):
@@ -55,6 +59,7 @@ async def start_session(request: web.Request, user: str, generation: int) -> Non
     session[_USER] = user
     session[_GENERATION] = generation
     session[_SIGNED_IN_AT] = int(time.time())
+    session[_SIGN_IN_ID] = secrets.token_urlsafe(12)
 
 
 async def end_session(request: web.Request) -> None:
@@ -77,3 +82,30 @@ async def session_user(request: web.Request, directory: UserDirectory) -> str | 
     if directory.generation(user) != session.get(_GENERATION):
         return None
     return user
+
+
+@dataclass(frozen=True, slots=True)
+class SignIn:
+    """One sign-in, as its cookie names it: who, under which session generation, which sign-in, since when
+    (seconds since the epoch). Equal for every request carrying that cookie, different for any other sign-in."""
+
+    user: str
+    generation: int
+    sign_in_id: str
+    signed_in_at: int
+
+
+async def current_sign_in(request: web.Request, directory: UserDirectory) -> SignIn | None:
+    """The sign-in of the request's cookie, or None whenever ``session_user`` would answer None. Cookies issued
+    before sign-ins had an id are named by their sign-in time."""
+    session = await get_session(request)
+    user, generation = session.get(_USER), session.get(_GENERATION)
+    if not isinstance(user, str) or not isinstance(generation, int) or directory.generation(user) != generation:
+        return None
+    signed_in_at = session.get(_SIGNED_IN_AT)
+    if not isinstance(signed_in_at, int):
+        signed_in_at = session.created
+    sign_in_id = session.get(_SIGN_IN_ID)
+    if not isinstance(sign_in_id, str):
+        sign_in_id = f"at-{signed_in_at}"
+    return SignIn(user, generation, sign_in_id, signed_in_at)

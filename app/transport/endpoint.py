@@ -17,6 +17,11 @@ What this adds to, or fixes in, the ``sockjs`` package's routes (``sockjs/route.
   preflight, every session URL and the WebSocket upgrade (checked before upgrading) — unless the origin is the
   server's own or in the allow-list (``ALLOWED_ORIGINS``, ``app.auth.origins``). The package checked nothing and
   ``/info`` claimed ``"*:*"``; ``/info`` now lists the origins actually allowed.
+* **Sessions have owners.** Every session URL is looked up under the requester (``SessionManager.identify``): a
+  request of anyone but the session's owner answers as for an unused id (``app.transport.session``). Document
+  navigations started by another site (``Sec-Fetch-Site`` cross-site or same-site with a navigating
+  ``Sec-Fetch-Mode``/``-Dest``) are refused with 403 on every session URL; SockJS never makes one. Server and
+  session ids are 1–128 characters without ``.``, ``#``, ``%``, ``?``, ``/`` or control characters, else 404.
 * **CORS.** Allowed cross-origin requests get ``Access-Control-Allow-Origin: <origin>`` with credentials, and
   preflight ``OPTIONS`` is answered for ``/info``, ``xhr``, ``xhr_send`` and ``xhr_streaming`` (the package
   never routed ``OPTIONS``). Same-origin requests need none of it and get none.
@@ -48,8 +53,9 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
@@ -77,6 +83,15 @@ _TEXT = "text/plain;charset=UTF-8"
 _HTML = "text/html;charset=UTF-8"
 _COOKIE_VALUE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+#: What a server or session id may not contain: dots (the protocol's rule: no "../" or file-like names), "#", "%",
+#: "?" and "/" (nothing a URL could mean differently once decoded), control characters. Spaces are allowed
+#: (sockjs-protocol's ``test_anyValue`` uses them).
+_BAD_ID_CHARACTER = re.compile(r"[.#%?/\x00-\x1f\x7f]")
+_MAX_ID_LENGTH = 128
+#: ``Sec-Fetch-Mode`` / ``Sec-Fetch-Dest`` values of a document navigation (a link, ``window.open``, a redirect,
+#: a frame): what a page of another site can make a browser do with its SameSite=Lax cookie attached.
+_NAVIGATION_MODES = frozenset({"navigate", "nested-navigate"})
+_DOCUMENT_DESTINATIONS = frozenset({"document", "iframe", "frame", "embed", "object", "fencedframe"})
 
 
 @dataclass(frozen=True)
@@ -182,7 +197,7 @@ def parse_messages(data: bytes | str) -> list[str]:
 class SockJSEndpoint:
     """Serves one SockJS endpoint for ``manager``; ``add_routes`` mounts it under a prefix."""
 
-    def __init__(self, manager: SessionManager, options: EndpointOptions) -> None:
+    def __init__(self, manager: SessionManager[Any], options: EndpointOptions) -> None:
         self.manager = manager
         self.options = options
 
@@ -225,13 +240,8 @@ class SockJSEndpoint:
     async def session_url(self, request: web.Request) -> web.StreamResponse:
         server, session_id = request.match_info["server"], request.match_info["session"]
         transport = request.match_info["transport"]
-        # The protocol reserves dots (no "../" tricks, no file-like names) in both ids.
-        if "." in server or "." in session_id:
+        if not (valid_id(server) and valid_id(session_id)):
             raise web.HTTPNotFound()
-        pacer = self.options.pacer
-        if pacer is not None and self.manager.get(session_id) is None:
-            # Opening a session (the first poll) is set-up work (app.core.pacing); the WebSocket route paces its own.
-            await pacer.turn()
         receiving = _RECEIVING.get(transport)
         method = receiving.method if receiving is not None else _SENDING.get(transport)
         if method is None:
@@ -242,12 +252,23 @@ class SockJSEndpoint:
             return _method_not_allowed(method + (", OPTIONS" if transport in _PREFLIGHT else ""))
         if not self.options.origins.allows(request):
             return _forbidden()
+        if cross_site_navigation(request):
+            return _navigation_refused()
+        # The session is looked up under the requester's own sign-in: another sign-in's session of the same id
+        # is invisible here (a receiving request opens a session of its own, a send is a 404), and never touched.
+        owner = await self.manager.identify(request)
+        pacer = self.options.pacer
+        if pacer is not None and self.manager.get(session_id, owner) is None:
+            # Opening a session (the first poll) is set-up work (app.core.pacing); the WebSocket route paces its own.
+            await pacer.turn()
         if receiving is not None:
-            return await self._receive(request, receiving, session_id)
-        return await self._send(request, transport, session_id)
+            return await self._receive(request, receiving, session_id, owner)
+        return await self._send(request, transport, session_id, owner)
 
-    async def _send(self, request: web.Request, transport: str, session_id: str) -> web.Response:
-        session = self.manager.get(session_id)
+    async def _send(
+        self, request: web.Request, transport: str, session_id: str, owner: Hashable | None
+    ) -> web.Response:
+        session = self.manager.get(session_id, owner)
         if session is None:
             raise web.HTTPNotFound()
         body = await request.read()
@@ -268,7 +289,9 @@ class SockJSEndpoint:
             return web.Response(body=b"ok", headers=headers)
         return web.Response(status=204, headers=headers)
 
-    async def _receive(self, request: web.Request, kind: _Receiving, session_id: str) -> web.StreamResponse:
+    async def _receive(
+        self, request: web.Request, kind: _Receiving, session_id: str, owner: Hashable | None
+    ) -> web.StreamResponse:
         callback = ""
         if kind.needs_callback:
             callback = request.query.get("c", "")
@@ -276,7 +299,9 @@ class SockJSEndpoint:
                 return _server_error('"callback" parameter required', self._cors(request))
             if not framing.CALLBACK.match(callback):
                 return _server_error('invalid "callback" parameter', self._cors(request))
-        session = self.manager.get(session_id) or self.manager.create(session_id, kind.name)
+        session = self.manager.get(session_id, owner)
+        if session is None:
+            session = self.manager.create(session_id, kind.name, owner=owner)
         headers = {"Content-Type": kind.content_type, "Cache-Control": framing.NO_CACHE, **self._cors(request)}
         headers.update(self._cookie(request))
         response = web.StreamResponse(headers=headers)
@@ -357,7 +382,7 @@ class SockJSEndpoint:
         manager = self.manager
         if framed:
             session_id = request.match_info["session"]
-            if "." in request.match_info["server"] or "." in session_id:
+            if not (valid_id(request.match_info["server"]) and valid_id(session_id)):
                 raise web.HTTPNotFound()
             if self.options.pacer is not None:
                 # Opening a session is set-up work (app.core.pacing): a reconnect storm must not stall the loop.
@@ -366,10 +391,12 @@ class SockJSEndpoint:
         if isinstance(upgraded, web.Response):
             return upgraded
         ws, writer = upgraded
+        # Read once: the session is the opener's for as long as its connection lasts (``identify``).
+        owner = await manager.identify(request)
         if framed:
-            session = manager.create_unique(session_id, "websocket")
+            session = manager.create_unique(session_id, "websocket", owner=owner)
         else:
-            session = manager.create_unique(f"raw-{secrets.token_hex(6)}", "websocket-raw")
+            session = manager.create_unique(f"raw-{secrets.token_hex(6)}", "websocket-raw", owner=owner)
         receiver = WebSocketReceiver(request, manager, ws, writer, framed=framed)
         try:
             await manager.open(session, request)
@@ -419,6 +446,8 @@ class SockJSEndpoint:
         # Browsers send Origin on every WebSocket handshake and no CORS applies to it: this check is the only one.
         if not self.options.origins.allows(request):
             return _forbidden()
+        if cross_site_navigation(request):
+            return _navigation_refused()
         # No permessage-deflate: WebSocketReceiver writes the frames itself, and a browser connection (browsers always
         # offer it) held a zlib compressor of ~90 KiB to shrink frames of a few hundred bytes.
         ws = web.WebSocketResponse(
@@ -488,6 +517,28 @@ class _Output:
             pass
 
 
+def valid_id(value: str) -> bool:
+    """A server or session id this endpoint accepts (anything else is a 404)."""
+    return 0 < len(value) <= _MAX_ID_LENGTH and _BAD_ID_CHARACTER.search(value) is None
+
+
+def cross_site_navigation(request: web.BaseRequest) -> bool:
+    """The browser says this request is a document navigation started by a page of another site.
+
+    SockJS never navigates across sites: the iframe transports' documents (``htmlfile``, the ``jsonp_send``
+    form) are loaded by the iframe page, which is of this origin, so their requests are ``same-origin``;
+    script, XHR, EventSource and WebSocket requests are not navigations. Browsers that send no ``Sec-Fetch-*``
+    headers are let through (the README's Security section says what that leaves open).
+    """
+    headers = request.headers
+    if headers.get("Sec-Fetch-Site", "").lower() not in ("cross-site", "same-site"):
+        return False
+    return (
+        headers.get("Sec-Fetch-Mode", "").lower() in _NAVIGATION_MODES
+        or headers.get("Sec-Fetch-Dest", "").lower() in _DOCUMENT_DESTINATIONS
+    )
+
+
 def _close_text(session: Session) -> str:
     pending = session.next_frame()
     assert pending is not None and pending.kind is FrameKind.CLOSE
@@ -515,6 +566,10 @@ def _method_not_allowed(allow: str) -> web.Response:
 
 def _forbidden() -> web.Response:
     return web.Response(status=403, body=b"Origin not allowed", headers={"Content-Type": _TEXT})
+
+
+def _navigation_refused() -> web.Response:
+    return web.Response(status=403, body=b"Cross-site navigation refused", headers={"Content-Type": _TEXT})
 
 
 def _server_error(text: str, cors: dict[str, str], *, status: int = 500) -> web.Response:

@@ -32,6 +32,10 @@ guarantees:
   holds more than its high-water mark of unsent bytes is skipped (its frames stay queued, counted by
   ``queued_bytes``) and written again when that connection drained. SockJS heart-beats of pushed receivers come
   from the manager's periodic sweep, not from a timer per session.
+* **A session belongs to its owner.** ``SessionManager.identify`` names who a request comes from (for Warren, the
+  sign-in of its cookie); sessions are registered under owner and id, so a request finds only its own owner's
+  sessions. Someone else using the same id meets what an unused id gives (a new session of their own, or 404
+  for a send), and the owner's session is neither read nor written by them.
 * **Nothing waits without a reason.** The asyncio objects a waiter needs (``wait_for_frames``, ``wait_flushed``)
   are made when someone waits, not per session: an idle session is a few plain objects, which keeps memory and
   the work of the garbage collector's full collections proportional to what is actually happening.
@@ -43,9 +47,9 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Hashable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from aiohttp import web
 
@@ -59,6 +63,11 @@ _T = TypeVar("_T")
 SWEEP_INTERVAL = 1.0
 INTERRUPTED = (1002, "Connection interrupted")
 GO_AWAY = (3000, "Go away!")
+#: Where a session is registered: its owner (``SessionManager.identify``) and its id. Two owners may use one id
+#: without ever meeting: each request finds only the session of its own owner.
+SessionKey = tuple[Hashable, str]
+#: The owner part of WebSocket sessions' keys: equal to no owner a request can have, so no URL reaches them.
+_UNADDRESSABLE = object()
 
 
 class SessionState(enum.Enum):
@@ -89,6 +98,13 @@ class Pending:
 
 
 HEARTBEAT_FRAME = Pending(framing.HEARTBEAT, FrameKind.HEARTBEAT)
+
+
+class SessionExists(Exception):
+    """A session of this owner and id is registered already."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"SockJS session {session_id!r} exists already")
 
 
 def peer_gone(request: web.BaseRequest) -> bool:
@@ -123,7 +139,7 @@ class PushReceiver(Receiver):
 
     __slots__ = ("last_write", "manager")
 
-    def __init__(self, request: web.BaseRequest, manager: SessionManager) -> None:
+    def __init__(self, request: web.BaseRequest, manager: SessionManager[Any]) -> None:
         super().__init__(request)
         self.manager = manager
         #: ``time.monotonic()`` of the last write, for the heart-beat sweep.
@@ -163,6 +179,8 @@ class Session:
         "_wakeup",
         "addressable",
         "id",
+        "key",
+        "owner",
         "receiver",
         "state",
         "transport_name",
@@ -191,6 +209,10 @@ class Session:
         self.receiver: Receiver | None = None
         #: False for WebSocket sessions: no session URL reaches them.
         self.addressable = True
+        #: Who opened the session (``SessionManager.identify``); only requests of the same owner reach it.
+        self.owner: Hashable | None = None
+        #: Where the manager registered it.
+        self.key: SessionKey = (None, session_id)
         self._expiry: asyncio.TimerHandle | None = None
         self._ended: asyncio.Task[None] | None = None
 
@@ -252,6 +274,48 @@ class Session:
     @property
     def ended(self) -> bool:
         return self._ended is not None
+
+    # -- the manager's side: state changes, each in one place ------------------------------------------------
+
+    def expire_later(self, handle: asyncio.TimerHandle | None) -> None:
+        """Replace the expiry timer (None: the session does not expire while a request carries it)."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self._expiry = handle
+
+    def set_receiver(self, receiver: Receiver | None) -> None:
+        """``receiver`` carries the session from now on (None: nobody does). A new receiver shows that the client
+        handled everything written before it (``polled``) and gets what is already queued."""
+        self.receiver = receiver
+        if receiver is not None:
+            self.polled()
+            self._wake()
+
+    def begin_open(self) -> None:
+        """The session opens: the application may queue messages (they follow the open frame)."""
+        self.state = SessionState.OPEN
+
+    def queue_open_frame(self) -> None:
+        """The application has seen the session: the open frame goes first, before anything it queued."""
+        self._open_pending = True
+        self._unflushed = True
+        self._wake()
+
+    def mark_ended(self, close: tuple[int, str] | None, notify: Callable[[], asyncio.Task[None]]) -> asyncio.Task[None]:
+        """The session will deliver nothing more: from now on every request gets the close frame (``close``, else
+        the application's, else 3000). ``notify`` starts the application's ``on_close``, once; its task is returned
+        every time."""
+        if close is not None:
+            self._close = close
+        elif self._close is None:
+            self._close = GO_AWAY
+        if self._ended is not None:
+            return self._ended
+        self.state = SessionState.CLOSED
+        self._set_flushed()
+        self._wake()
+        self._ended = notify()
+        return self._ended
 
     # -- the transports' side ---------------------------------------------------------------------------------
 
@@ -339,10 +403,14 @@ class Session:
             self.receiver.frames_ready(self)
 
 
-class SessionManager:
+SessionT = TypeVar("SessionT", bound=Session)
+
+
+class SessionManager(Generic[SessionT]):
     """The sessions of one SockJS endpoint, their receivers, timers and the application's hooks.
 
-    Subclass and override ``on_open``, ``on_message`` and ``on_close``. Every hook runs in the event loop; a
+    Subclass and override ``on_open``, ``on_message`` and ``on_close``; ``SessionT`` is the class of the sessions
+    (``session_factory`` makes them), so the hooks get that class. Every hook runs in the event loop; a
     hook that raises is logged and does not break the transport.
     """
 
@@ -351,46 +419,61 @@ class SessionManager:
         *,
         heartbeat_delay: float = 25.0,
         disconnect_delay: float = 5.0,
-        session_factory: Callable[[str, str], Session] = Session,
+        session_factory: Callable[[str, str], SessionT] | None = None,
     ) -> None:
         self.heartbeat_delay = heartbeat_delay
         self.disconnect_delay = disconnect_delay
-        self.session_factory = session_factory
-        self.sessions: dict[str, Session] = {}
+        self.session_factory: Callable[[str, str], SessionT] = session_factory or cast(
+            Callable[[str, str], SessionT], Session
+        )
+        #: Every session, by owner and id (``SessionKey``).
+        self.sessions: dict[SessionKey, SessionT] = {}
         self._unique = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         #: Sessions of pushed receivers with frames to write, in the order they became ready (a dict as an ordered
         #: set), and the one callback that writes them.
-        self._to_flush: dict[Session, None] = {}
+        self._to_flush: dict[SessionT, None] = {}
         self._flush_handle: asyncio.Handle | None = None
         #: Sessions whose connection is over its high-water mark, with the task waiting for it to drain.
-        self._held: dict[Session, asyncio.Task[None]] = {}
+        self._held: dict[SessionT, asyncio.Task[None]] = {}
 
     # -- application hooks -------------------------------------------------------------------------------------
 
-    async def on_open(self, session: Session, request: web.Request) -> None:
+    async def identify(self, request: web.Request) -> Hashable | None:
+        """Who is asking (for Warren: the sign-in of the request's cookie), or None. Every request of a session
+        must come from the owner that opened it: a request finds only sessions opened by its own owner, so one of
+        another owner answers exactly as if the session did not exist. By default everyone is the same nobody."""
+        return None
+
+    async def on_open(self, session: SessionT, request: web.Request) -> None:
         """A new session, before its open frame is written (so no message can arrive before this returns)."""
 
-    async def on_message(self, session: Session, message: str) -> None:
+    async def on_message(self, session: SessionT, message: str) -> None:
         """One message from the client, in order."""
 
-    async def on_close(self, session: Session) -> None:
+    async def on_close(self, session: SessionT) -> None:
         """The session will deliver nothing more (closed, interrupted, expired, or its WebSocket ended)."""
 
     # -- registry --------------------------------------------------------------------------------------------
 
-    def get(self, session_id: str) -> Session | None:
-        """The HTTP session named ``session_id``; never a WebSocket session (no URL may reach those)."""
-        session = self.sessions.get(session_id)
-        return session if session is not None and session.addressable else None
+    def get(self, session_id: str, owner: Hashable | None = None) -> SessionT | None:
+        """``owner``'s HTTP session named ``session_id``; never a WebSocket session (no URL may reach those)."""
+        return self.sessions.get((owner, session_id))
 
-    def create(self, session_id: str, transport_name: str, *, addressable: bool = True) -> Session:
-        """A new session under ``session_id`` (HTTP transports: the id names the session across requests)."""
-        assert session_id not in self.sessions
+    def create(
+        self, session_id: str, transport_name: str, *, owner: Hashable | None = None, addressable: bool = True
+    ) -> SessionT:
+        """A new session of ``owner`` under ``session_id`` (HTTP transports: the id names the session across
+        requests). Raises ``SessionExists`` if ``owner`` already has one of that id."""
+        key: SessionKey = (owner if addressable else _UNADDRESSABLE, session_id)
+        if key in self.sessions:
+            raise SessionExists(session_id)
         session = self.session_factory(session_id, transport_name)
         session.addressable = addressable
-        self.sessions[session_id] = session
+        session.owner = owner
+        session.key = key
+        self.sessions[key] = session
         self._ensure_sweeper()
         if addressable:
             # Expires unless a request attaches: a client that vanished before that must not leave it behind.
@@ -398,54 +481,49 @@ class SessionManager:
             self._schedule_expiry(session)
         return session
 
-    def create_unique(self, session_id: str, transport_name: str) -> Session:
+    def create_unique(self, session_id: str, transport_name: str, *, owner: Hashable | None = None) -> SessionT:
         """A WebSocket session: it lives as long as its connection, two connections may reuse one id
         (sockjs-protocol ``test_reuseSessionId``), and it is not addressable: ``xhr_send`` to its id is a 404,
         so nobody can slip messages into another client's WebSocket session."""
         self._unique += 1
-        return self.create(f"{session_id}#{self._unique}", transport_name, addressable=False)
+        return self.create(f"{session_id}#{self._unique}", transport_name, owner=owner, addressable=False)
 
-    def remove(self, session: Session) -> None:
-        if self.sessions.get(session.id) is session:
-            del self.sessions[session.id]
-        if session._expiry is not None:
-            session._expiry.cancel()
-            session._expiry = None
+    def remove(self, session: SessionT) -> None:
+        if self.sessions.get(session.key) is session:
+            del self.sessions[session.key]
+        session.expire_later(None)
 
     # -- receivers ---------------------------------------------------------------------------------------------
 
     def attach(
-        self, session: Session, request: web.BaseRequest, receiver: Receiver | None = None
+        self, session: SessionT, request: web.BaseRequest, receiver: Receiver | None = None
     ) -> Receiver | None:
         """Make ``request`` the session's receiver (``receiver``, by default a plain one); None if another live
         request already is."""
         if session.receiver is not None:
             return None
-        if session._expiry is not None:
-            session._expiry.cancel()
-            session._expiry = None
-        session.receiver = receiver or Receiver(request)
-        session.polled()
+        session.expire_later(None)
+        attached = receiver or Receiver(request)
         # A pushed receiver writes what is already queued (the open frame, at least) without waiting for more.
-        session._wake()
-        return session.receiver
+        session.set_receiver(attached)
+        return attached
 
-    def receiver_gone(self, session: Session) -> bool:
+    def receiver_gone(self, session: SessionT) -> bool:
         """True when the session's receiver is a request whose client already went away."""
         return session.receiver is not None and peer_gone(session.receiver.request)
 
-    def detach(self, session: Session, receiver: Receiver) -> None:
+    def detach(self, session: SessionT, receiver: Receiver) -> None:
         """``receiver`` finished normally: start the disconnect countdown (unless it was replaced)."""
         if session.receiver is not receiver:
             return
-        session.receiver = None
+        session.set_receiver(None)
         self._schedule_expiry(session)
 
-    def release(self, session: Session, receiver: Receiver) -> asyncio.Task[None]:
+    def release(self, session: SessionT, receiver: Receiver) -> asyncio.Task[None]:
         """``receiver``'s connection ended and the session cannot be resumed (a WebSocket): nothing more is written
         to it, the session is forgotten and ends; returns the task in which the application hears of it."""
         if session.receiver is receiver:
-            session.receiver = None
+            session.set_receiver(None)
         self._to_flush.pop(session, None)
         held = self._held.pop(session, None)
         if held is not None:
@@ -453,7 +531,7 @@ class SessionManager:
         self.remove(session)
         return self.end(session)
 
-    def written(self, session: Session, pending: Pending, *, await_next_poll: bool = False) -> None:
+    def written(self, session: SessionT, pending: Pending, *, await_next_poll: bool = False) -> None:
         """A receiver wrote ``pending``: take it off the queue; a close frame ends the session."""
         session.commit(pending, await_next_poll=await_next_poll)
         if pending.kind is FrameKind.CLOSE:
@@ -461,7 +539,7 @@ class SessionManager:
 
     # -- pushed receivers -----------------------------------------------------------------------------------------
 
-    def schedule_flush(self, session: Session) -> None:
+    def schedule_flush(self, session: SessionT) -> None:
         """Write ``session``'s frames in the next loop tick, with those of every other session that gets some
         before then. A session held by flow control is written when its connection drains instead."""
         if session in self._held or session in self._to_flush:
@@ -486,7 +564,7 @@ class SessionManager:
                 continue
             self._held[session] = self.spawn(self._flush_when_drained(session, receiver))
 
-    async def _flush_when_drained(self, session: Session, receiver: PushReceiver) -> None:
+    async def _flush_when_drained(self, session: SessionT, receiver: PushReceiver) -> None:
         try:
             await receiver.drained()
         except ConnectionError:
@@ -497,21 +575,19 @@ class SessionManager:
         if session.receiver is receiver:
             self.schedule_flush(session)
 
-    async def open(self, session: Session, request: web.Request) -> None:
+    async def open(self, session: SessionT, request: web.Request) -> None:
         """First receiving request of a new session: call ``on_open``, then queue the open frame."""
         if session.state is not SessionState.NEW:
             return
-        session.state = SessionState.OPEN
+        session.begin_open()
         try:
             await self.on_open(session, request)
         except Exception:
             log.exception("SockJS session %s: the open handler failed", session.id)
             session.close(3000, "Internal error")
-        session._open_pending = True
-        session._unflushed = True
-        session._wake()
+        session.queue_open_frame()
 
-    async def receive(self, session: Session, messages: list[str]) -> None:
+    async def receive(self, session: SessionT, messages: list[str]) -> None:
         """Hand the client's messages to the application, in order (ignored once the session is closing)."""
         for message in messages:
             if session.state is not SessionState.OPEN:
@@ -523,30 +599,20 @@ class SessionManager:
 
     # -- ending ------------------------------------------------------------------------------------------------
 
-    def end(self, session: Session, close: tuple[int, str] | None = None) -> asyncio.Task[None]:
+    def end(self, session: SessionT, close: tuple[int, str] | None = None) -> asyncio.Task[None]:
         """The session will deliver nothing more; ``on_close`` runs (once) in a task, which is returned.
 
         ``close`` replaces the close frame later requests get (default: the application's, else 3000).
         Synchronous on purpose: it is called from cancelled handlers and timer callbacks.
         """
-        if close is not None:
-            session._close = close
-        elif session._close is None:
-            session._close = GO_AWAY
-        if session._ended is not None:
-            return session._ended
-        session.state = SessionState.CLOSED
-        session._set_flushed()
-        session._wake()
-        session._ended = self.spawn(self._notify_close(session))
-        return session._ended
+        return session.mark_ended(close, lambda: self.spawn(self._notify_close(session)))
 
-    def interrupt(self, session: Session) -> asyncio.Task[None]:
+    def interrupt(self, session: SessionT) -> asyncio.Task[None]:
         """The receiving request's client went away mid-request: end the session with 1002 (sockjs-protocol)."""
         log.debug("SockJS session %s interrupted: its receiving request was aborted", session.id)
-        session.receiver = None
+        session.set_receiver(None)
         task = self.end(session, None if session.ended else INTERRUPTED)
-        if self.sessions.get(session.id) is session:
+        if self.sessions.get(session.key) is session:
             self._schedule_expiry(session)
         return task
 
@@ -569,7 +635,7 @@ class SessionManager:
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def _notify_close(self, session: Session) -> None:
+    async def _notify_close(self, session: SessionT) -> None:
         try:
             await self.on_close(session)
         except Exception:
@@ -577,14 +643,11 @@ class SessionManager:
 
     # -- timers --------------------------------------------------------------------------------------------------
 
-    def _schedule_expiry(self, session: Session) -> None:
-        if session._expiry is not None:
-            session._expiry.cancel()
-        loop = asyncio.get_running_loop()
-        session._expiry = loop.call_later(self.disconnect_delay, self._expired, session)
+    def _schedule_expiry(self, session: SessionT) -> None:
+        session.expire_later(asyncio.get_running_loop().call_later(self.disconnect_delay, self._expired, session))
 
-    def _expired(self, session: Session) -> None:
-        session._expiry = None
+    def _expired(self, session: SessionT) -> None:
+        session.expire_later(None)
         if session.receiver is not None:
             return
         log.debug("SockJS session %s expired", session.id)

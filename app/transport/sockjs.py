@@ -1,9 +1,19 @@
 """The SockJS endpoint (``/chat-websocket``): one STOMP connection per SockJS session, on every transport.
 
-Each SockJS session carries one STOMP connection. The user is read from the cookie session once, when the SockJS
-session opens (the request that opens it carries the cookie on every transport, same-origin iframes included);
-an anonymous session still speaks STOMP but its CONNECT is answered with ERROR and the session closes. Pages of
-other origins never get that far: the endpoint refuses them (``app.transport.endpoint``).
+Each SockJS session carries one STOMP connection, and belongs to the sign-in whose cookie opened it
+(``app.auth.sessions.SignIn``: user, session generation, sign-in id): every later request of the session must
+carry a cookie of that same sign-in, or it never finds the session (``SessionManager.identify``). Pages of other
+origins, and other sites' navigations, never get that far: the endpoint refuses them (``app.transport.endpoint``).
+
+* **Nothing anonymous holds a node.** A session opened without a valid sign-in gets STOMP ``ERROR
+  not-signed-in`` and closes (4001) as it opens, without waiting for a frame. A user has at most
+  ``MAX_SESSIONS_PER_USER`` sessions on the node, counted as they open (subscribed or not): the next one gets
+  ``ERROR too-many-sessions`` (4009).
+* **Sign-ins are checked while connections stay open.** Once a second the manager's sweep looks at every open
+  session (one pass, no timer per session; the user directory rereads its file at most once a second): a sign-in
+  whose generation changed (``users logout``, a password change, ``users remove``) or that is older than
+  ``SESSION_MAX_AGE`` ends with ``ERROR not-signed-in`` (4001); a session that has not sent ``CONNECT`` within
+  ``CONNECT_TIMEOUT`` ends with ``ERROR connect-timeout`` (4002).
 
 What Warren adds on top of the generic SockJS layer (``endpoint`` and ``session`` in this package):
 
@@ -29,18 +39,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from aiohttp import web
 
-from ..auth.sessions import forget_session, session_user
+from ..auth.sessions import SignIn, current_sign_in, forget_session
 from ..auth.users import UserDirectory
 from ..config import Settings
 from ..core.envelope import Envelope
-from ..core.errors import InvalidMessage
+from ..core.errors import InvalidMessage, TooManySessions
 from ..core.hub import Hub
-from ..stomp.frames import FrameError, FrameParser, Limits
+from ..stomp.frames import FrameError, FrameParser, Limits, encode
 from ..stomp.protocol import Channel, CloseCode, StompConnection
 from .endpoint import EndpointOptions, OriginPolicy, SockJSEndpoint
+from .file_limit import raise_open_file_limit
 from .iframe import SockJSClients
 from .session import Session, SessionManager, SessionState
 
@@ -49,22 +61,26 @@ log = logging.getLogger(__name__)
 PREFIX = "/chat-websocket"
 #: How long shutdown waits for connected receivers to write the "reconnect" close frame.
 CLOSE_FLUSH_SECONDS = 1.0
+#: How often sign-ins (revocation, expiry) and the CONNECT deadline are checked, at most.
+POLICY_SWEEP_SECONDS = 1.0
 
 
 class WarrenSession(Session):
     """A SockJS session carrying one STOMP connection; it is that connection's ``Wire``."""
 
-    __slots__ = ("stomp",)
+    __slots__ = ("opened_at", "stomp")
 
     def __init__(self, session_id: str, transport_name: str) -> None:
         super().__init__(session_id, transport_name)
         self.stomp: StompConnection | None = None
+        #: ``time.monotonic()`` when the session opened: the STOMP CONNECT deadline counts from here.
+        self.opened_at = 0.0
 
     def send_text(self, text: str) -> bool:
         return self.send(text)
 
 
-class WarrenSessionManager(SessionManager):
+class WarrenSessionManager(SessionManager[WarrenSession]):
     def __init__(self, app: web.Application, hub: Hub, directory: UserDirectory, settings: Settings) -> None:
         super().__init__(
             heartbeat_delay=settings.heartbeat_seconds,
@@ -76,13 +92,16 @@ class WarrenSessionManager(SessionManager):
         self.directory = directory
         self.settings = settings
         self.accepting = True
+        #: Each user's sessions on this node that carry a STOMP connection (what ``MAX_SESSIONS_PER_USER`` counts).
+        self._by_user: dict[str, set[WarrenSession]] = {}
+        self._policy_due = 0.0
 
     def open_sessions(self) -> list[WarrenSession]:
         """Sessions with a STOMP connection that are neither closing nor closed."""
         return [
             session
             for session in self.sessions.values()
-            if isinstance(session, WarrenSession) and session.stomp is not None and session.state is SessionState.OPEN
+            if session.stomp is not None and session.state is SessionState.OPEN
         ]
 
     def count_by_transport(self) -> dict[str, int]:
@@ -91,15 +110,29 @@ class WarrenSessionManager(SessionManager):
             counts[session.transport_name] = counts.get(session.transport_name, 0) + 1
         return counts
 
-    async def on_open(self, session: Session, request: web.Request) -> None:
-        assert isinstance(session, WarrenSession)
+    async def identify(self, request: web.Request) -> SignIn | None:
+        sign_in = await current_sign_in(request, self.directory)
+        # A WebSocket's request would otherwise hold the decoded cookie session for the life of the connection.
+        forget_session(request)
+        return sign_in
+
+    async def on_open(self, session: WarrenSession, request: web.Request) -> None:
         if not self.accepting:
             session.close(CloseCode.SHUTTING_DOWN, "server shutting down, reconnect")
             return
-        user = await session_user(request, self.directory)
-        # Read once, when the session opens: a WebSocket's request would otherwise hold the decoded cookie
-        # session for the life of the connection.
-        forget_session(request)
+        sign_in = session.owner
+        if not isinstance(sign_in, SignIn):
+            # Nothing anonymous holds a node: refused at once, without waiting for a CONNECT.
+            refuse(session, CloseCode.NOT_SIGNED_IN, "not-signed-in", "sign in first: POST /login, then reconnect")
+            return
+        user = sign_in.user
+        sessions = self._by_user.setdefault(user, set())
+        if len(sessions) >= self.settings.max_sessions_per_user:
+            refused = TooManySessions(user, self.settings.max_sessions_per_user)
+            refuse(session, CloseCode.REFUSED, refused.reason, str(refused))
+            return
+        sessions.add(session)
+        session.opened_at = time.monotonic()
         session.stomp = StompConnection(
             self.hub,
             user,
@@ -109,18 +142,21 @@ class WarrenSessionManager(SessionManager):
             send_buffer_bytes=self.settings.send_buffer_bytes,
             transport=session.transport_name,
         )
-        log.debug("session %s opened by %s over %s", session.id, user or "anonymous", session.transport_name)
+        log.debug("session %s opened by %s over %s", session.id, user, session.transport_name)
 
-    async def on_message(self, session: Session, message: str) -> None:
-        assert isinstance(session, WarrenSession)
+    async def on_message(self, session: WarrenSession, message: str) -> None:
         if session.stomp is not None:
             await session.stomp.on_text(message)
 
-    async def on_close(self, session: Session) -> None:
-        assert isinstance(session, WarrenSession)
+    async def on_close(self, session: WarrenSession) -> None:
         stomp = session.stomp
         if stomp is None:
             return
+        sessions = self._by_user.get(stomp.user)
+        if sessions is not None:
+            sessions.discard(session)
+            if not sessions:
+                del self._by_user[stomp.user]
         # Hand back what the client never got while the connection still counts as online. Messages pushed
         # between the end of the session and this call were queued behind the rest, so all go back in order;
         # from here on the session refuses writes and the hub gives anything newer to the user's other
@@ -151,6 +187,86 @@ class WarrenSessionManager(SessionManager):
                 waiter.cancel()
         # ...then end every session: mail no client came to fetch goes back to the hub while the backplane is up.
         await self.end_all()
+
+
+    # -- what a sign-in allows, checked once a second for every session ---------------------------------------
+
+    def sweep(self) -> None:
+        super().sweep()
+        now = time.monotonic()
+        if now >= self._policy_due:
+            self._policy_due = now + POLICY_SWEEP_SECONDS
+            self.enforce_sign_ins(now)
+
+    def enforce_sign_ins(self, now: float) -> None:
+        """End every session whose sign-in was revoked (sign-out everywhere, password change, removal: the
+        user's session generation changed) or expired (``SESSION_MAX_AGE``), and every one that has not sent
+        STOMP CONNECT within ``CONNECT_TIMEOUT``. Each ends with a STOMP ERROR, then the SockJS close frame.
+
+        One pass over the sessions, part of the manager's sweep (no timer per session); the user directory is
+        asked once per user per pass, and rereads its file at most once a second.
+        """
+        generations: dict[str, int | None] = {}
+        expired_before = int(time.time()) - self.settings.session_max_age
+        connect_deadline = now - self.settings.connect_timeout_seconds
+        for session in list(self.sessions.values()):
+            if session.stomp is None:
+                continue
+            if session.state is not SessionState.OPEN:
+                continue
+            sign_in = session.owner
+            assert isinstance(sign_in, SignIn)
+            user = sign_in.user
+            if user not in generations:
+                generations[user] = self.directory.generation(user)
+            if generations[user] != sign_in.generation:
+                self._end_with_error(
+                    session,
+                    CloseCode.NOT_SIGNED_IN,
+                    "not-signed-in",
+                    "your sign-in was ended (signed out everywhere, password changed or account removed): sign in "
+                    "again",
+                    revoked=True,
+                )
+            elif sign_in.signed_in_at <= expired_before:
+                self._end_with_error(
+                    session,
+                    CloseCode.NOT_SIGNED_IN,
+                    "not-signed-in",
+                    "your sign-in has expired: sign in again",
+                    revoked=True,
+                )
+            elif session.stomp.version is None and session.opened_at <= connect_deadline:
+                self._end_with_error(
+                    session,
+                    CloseCode.PROTOCOL_ERROR,
+                    "connect-timeout",
+                    f"no STOMP CONNECT within {self.settings.connect_timeout_seconds:g} s",
+                    revoked=False,
+                )
+
+    def _end_with_error(
+        self, session: WarrenSession, code: CloseCode, reason: str, detail: str, *, revoked: bool
+    ) -> None:
+        """``revoked``: the owner's cookie is no longer valid, so no request can reach the session any more."""
+        stomp = session.stomp
+        assert stomp is not None
+        log.info("closing %s's %s session: %s", stomp.user, session.transport_name, detail)
+        refuse(session, code, reason, detail, version=stomp.version)
+        if revoked and session.receiver is None:
+            # Between two polls: no request of the owner's can fetch the error or what was queued before it, so
+            # the session ends now and its undelivered mail goes back to the hub at once, not at expiry.
+            self.end(session)
+        # Off the hub now: mail arriving from here on goes to the user's other connections or the mailbox.
+        self.spawn(stomp.on_close())
+
+
+def refuse(session: Session, code: int, reason: str, detail: str, *, version: str | None = None) -> None:
+    """Queue a STOMP ERROR (``message:<reason>``, ``detail`` as its body) and close the session with ``code``:
+    the client reads the error, then the SockJS close frame. Nothing queued after it reaches the client."""
+    headers = {"message": reason, "content-type": "text/plain"}
+    session.send(encode("ERROR", headers, detail.encode(), version=version or "1.2"))
+    session.close(code, reason)
 
 
 def undelivered_envelopes(texts: list[str], version: str | None) -> list[Envelope]:
@@ -193,4 +309,9 @@ def add_sockjs_endpoint(app: web.Application, manager: WarrenSessionManager) -> 
         pacer=manager.hub.pacer,
     )
     SockJSEndpoint(manager, options).add_routes(app.router, PREFIX)
+    app.on_startup.append(_raise_open_file_limit)
     app.on_cleanup.append(manager.stop)
+
+
+async def _raise_open_file_limit(_app: web.Application) -> None:
+    raise_open_file_limit()

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import struct
 import time
+from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
@@ -75,7 +76,7 @@ class WebSocketReceiver(PushReceiver):
     def __init__(
         self,
         request: web.BaseRequest,
-        manager: SessionManager,
+        manager: SessionManager[Any],
         ws: web.WebSocketResponse,
         writer: AbstractStreamWriter,
         *,

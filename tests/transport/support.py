@@ -318,12 +318,15 @@ class StreamingStomp(SockJSStomp):
         content = response.content
         while True:
             try:
-                if self.transport == "xhr_streaming":
-                    frame = (await content.readuntil(b"\n")).decode().rstrip("\n")
-                else:
-                    frame = (await content.readuntil(b"\r\n\r\n")).decode().removeprefix("data: ")[:-4]
+                raw = await content.readuntil(b"\n" if self.transport == "xhr_streaming" else b"\r\n\r\n")
             except (asyncio.IncompleteReadError, aiohttp.ClientPayloadError, ConnectionError):
                 return  # the response ended (response limit or close)
+            if not raw:
+                return  # aiohttp's readuntil answers b"" at the end of the response
+            if self.transport == "xhr_streaming":
+                frame = raw.decode().rstrip("\n")
+            else:
+                frame = raw.decode().removeprefix("data: ")[:-4]
             if frame == "o":
                 self.opened.set()
             for stomp in self._frame(frame):

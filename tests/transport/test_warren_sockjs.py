@@ -139,7 +139,8 @@ async def test_mail_queued_for_a_client_that_stopped_polling_reaches_the_mailbox
     b = await websocket_user(node, bob, clients)
     # Alice's browser goes away between two polls; bob writes while her session still counts as online.
     await send_confirmed(b, alice, ["one", "two", "three"])
-    assert node.app[SOCKJS].sessions[a.url.rsplit("/", 1)[1]].queued_bytes() > 0
+    [session] = [s for s in node.app[SOCKJS].sessions.values() if s.id == a.url.rsplit("/", 1)[1]]
+    assert session.queued_bytes() > 0
     hub = node.app[HUB]
     await eventually(lambda: not hub.is_online(alice), "alice's idle session to expire")
     back = await websocket_user(node, alice, clients)

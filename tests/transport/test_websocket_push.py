@@ -30,7 +30,7 @@ from tests.transport.test_sockjs_protocol import ws_url
 from tests.transport.test_warren_sockjs import websocket_user
 
 
-def only_session(manager: SessionManager) -> Session:
+def only_session(manager: SessionManager[Session]) -> Session:
     [session] = manager.sessions.values()
     return session
 
