@@ -9,6 +9,7 @@ import sys
 import aiohttp
 import pytest
 
+from app.config import generate_secret_key
 from tests.cluster.conftest import Cluster, HttpStream, drain_message_ids, eventually
 from tests.support.processes import ROOT, NodeProcess, PrivateBroker
 
@@ -57,10 +58,12 @@ async def test_broker_restart_mid_stream_loses_nothing_accepted(
 
 
 async def test_release_phase_fails_early_without_a_broker_and_succeeds_with_one(private_broker: PrivateBroker) -> None:
+    secret_key = generate_secret_key().decode()  # a weak key would be refused before the broker is tried
+
     def release() -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "app", "broker", "setup"],
-            env={"AMQP_URL": private_broker.url, "SECRET_KEY": "x" * 43 + "=", "PATH": "/usr/bin:/bin"},
+            env={"AMQP_URL": private_broker.url, "SECRET_KEY": secret_key, "PATH": "/usr/bin:/bin"},
             capture_output=True,
             text=True,
             timeout=60,
