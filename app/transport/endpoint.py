@@ -18,7 +18,7 @@ What this adds to, or fixes in, the ``sockjs`` package's routes (``sockjs/route.
   server's own or in the allow-list (``ALLOWED_ORIGINS``, ``app.auth.origins``). The package checked nothing and
   ``/info`` claimed ``"*:*"``; ``/info`` now lists the origins actually allowed.
 * **Sessions have owners.** Every session URL is looked up under the requester (``SessionManager.identify``): a
-  request of anyone but the session's owner answers as for an unused id (``app.transport.session``). Document
+  request of anyone but the session's owner answers as for an unused id (``app.transport.manager``). Document
   navigations started by another site (``Sec-Fetch-Site`` cross-site or same-site with a navigating
   ``Sec-Fetch-Mode``/``-Dest``) are refused with 403 on every session URL; SockJS never makes one. Server and
   session ids are 1–128 characters without ``.``, ``#``, ``%``, ``?``, ``/`` or control characters, else 404.
@@ -66,14 +66,9 @@ from ..core.pacing import Pacer
 from . import framing
 from .framing import BadPayload, TooManyMessages
 from .iframe import SockJSClients, add_iframe_routes
-from .session import (
-    HEARTBEAT_FRAME,
-    FrameKind,
-    Session,
-    SessionManager,
-    SessionState,
-    peer_gone,
-)
+from .manager import SessionManager
+from .receiver import peer_gone
+from .session import HEARTBEAT_FRAME, FrameKind, Session, SessionState
 from .websocket import WebSocketReceiver
 
 log = logging.getLogger(__name__)
