@@ -23,12 +23,10 @@ The session itself (its state and queue) is ``app.transport.session``; the reque
   ended keeps answering with its close frame until then.
 * **The application hears of the end exactly once** (``on_close``, in a task the manager keeps until done); a hook
   that raises is logged and does not break the transport.
-* **Pushed receivers are written once per loop tick.** Queuing a frame for a ``PushReceiver`` marks the session,
-  and one callback per loop tick (``loop.call_soon``, one per manager) writes every marked session's frames, so
-  what was queued in one tick leaves in one write. A session whose connection holds more than its high-water mark
-  of unsent bytes is skipped (its frames stay queued, counted by ``queued_bytes``) and written again when that
-  connection drained. SockJS heart-beats of pushed receivers come from the manager's periodic sweep, not from a
-  timer per session.
+* **Pushed receivers are written once per loop tick.** One callback per loop tick (``loop.call_soon``, one per
+  manager) writes every marked session's frames, so what was queued in one tick leaves in one write. A session
+  whose connection is over its high-water mark is skipped (its frames stay queued, counted by ``queued_bytes``)
+  and written again once that connection drained. Their heart-beats come from the sweep, not a timer each.
 """
 
 from __future__ import annotations

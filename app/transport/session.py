@@ -12,7 +12,8 @@ application's hooks are the manager's (``app.transport.manager``). What this mod
   written into a dead socket and lost. A polling answer counts as delivered only when the next poll arrives
   (a polling client asks again only after handling the answer); until then its messages stay with the session.
 * **The order of the queue is the order on the wire**: the open frame first, then the messages in the order the
-  application queued them, then the close frame (the application's, or the one the session ended with).
+  application queued them, then the application's close frame. A session that ended writes only its close frame
+  (what was still queued is ``take_undelivered``'s).
 * **An end is final and reported once.** ``mark_ended`` starts the application's ``on_close`` once, however often
   it is called; from then on every request gets the close frame. The application can take the messages that were
   queued but never written (``take_undelivered``) — for Warren, chat messages to hand back to the hub — and
