@@ -39,7 +39,8 @@ from .config import Settings
 from .core.errors import ConfigurationError
 from .transport.endpoint import EndpointOptions, OriginPolicy, SockJSEndpoint
 from .transport.iframe import SockJSClients
-from .transport.session import Session, SessionManager
+from .transport.manager import SessionManager
+from .transport.session import Session
 
 #: What the suite expects a test server to use instead of the default 128 KiB.
 SUITE_RESPONSE_LIMIT = 4096

@@ -78,7 +78,7 @@ import uvloop
 from aiohttp import web
 from app.transport.endpoint import EndpointOptions, OriginPolicy, SockJSEndpoint
 from app.transport.iframe import SockJSClients
-from app.transport.session import SessionManager
+from app.transport.manager import SessionManager
 
 BODY = "x" * 200
 

@@ -66,7 +66,7 @@ PATHS: list[tuple[str, tuple[str, ...]]] = [
     ),
     (
         "WebSocket reads + SockJS decode",
-        ("SockJSEndpoint.websocket", "_run_websocket", "SockJSEndpoint._websocket", "web_ws.py"),
+        ("WebSocketTransport.handle", "_run_websocket", "SockJSEndpoint._websocket", "web_ws.py"),
     ),
     ("event loop: waiting in epoll", ("EpollSelector.select",)),
 ]

@@ -15,7 +15,7 @@ origins, and other sites' navigations, never get that far: the endpoint refuses 
   ``SESSION_MAX_AGE`` ends with ``ERROR not-signed-in`` (4001); a session that has not sent ``CONNECT`` within
   ``CONNECT_TIMEOUT`` ends with ``ERROR connect-timeout`` (4002).
 
-What Warren adds on top of the generic SockJS layer (``endpoint`` and ``session`` in this package):
+What Warren adds on top of the generic SockJS layer (``endpoint``, ``manager`` and ``session`` in this package):
 
 * **Bounded outgoing queue.** ``Session.queued_bytes`` measures what a client has not fetched yet; the STOMP layer
   closes a session past ``SEND_BUFFER_BYTES`` as a slow consumer (close code 4008).
@@ -54,7 +54,8 @@ from ..stomp.protocol import Channel, CloseCode, StompConnection
 from .endpoint import EndpointOptions, OriginPolicy, SockJSEndpoint
 from .file_limit import raise_open_file_limit
 from .iframe import SockJSClients
-from .session import Session, SessionManager, SessionState
+from .manager import SessionManager
+from .session import Session, SessionState
 
 log = logging.getLogger(__name__)
 

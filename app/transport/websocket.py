@@ -34,7 +34,9 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
 from . import framing
-from .session import FrameKind, PushReceiver, Session, SessionManager
+from .manager import SessionManager
+from .receiver import PushReceiver
+from .session import FrameKind, Session
 
 #: FIN + opcode 0x1 (text): a whole text message in one frame.
 _FIN_TEXT = 0x81

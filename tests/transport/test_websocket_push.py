@@ -21,7 +21,8 @@ from yarl import URL
 import app.transport
 from app.conformance import MANAGERS
 from app.keys import SOCKJS
-from app.transport.session import Session, SessionManager
+from app.transport.manager import SessionManager
+from app.transport.session import Session
 from app.transport.websocket import WebSocketReceiver, text_frame
 from tests.support.stomp_client import StompClient
 from tests.transport.conftest import ServerFactory
