@@ -15,8 +15,9 @@ application (unknown receiver, message too large, mailbox full, broker unavailab
 the connection: the refusal is sent as a MESSAGE on ``/user/queue/errors`` when the client subscribed there, and as
 an ERROR frame otherwise.
 
-The parts: what is written and the send bound (``app.stomp.output``), subscriptions and acknowledgements
-(``app.stomp.subscriptions``), SEND and its refusals (``app.stomp.sending``).
+The parts: ``StompConnection`` extends ``app.stomp.delivery`` (the core's ``Subscriber``: MESSAGEs and drain flow
+control), which extends ``app.stomp.output`` (what is written, the send bound, ERROR-and-close, heart-beats);
+subscriptions and acknowledgements are ``app.stomp.subscriptions``, SEND and its refusals ``app.stomp.sending``.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ _background: set[asyncio.Task[None]] = set()
 
 
 class StompConnection(StompDelivery):
-    """Implements the core's ``Subscriber`` for one client.
+    """Implements the core's ``Subscriber`` for one client (delivery in ``StompDelivery``), and handles its frames.
 
     An idle connection holds no asyncio objects: the lock that keeps overlapping requests' frames in order and the
     event a mailbox drain waits on are made when they are first needed (most connections never need the lock: a
