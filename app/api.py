@@ -23,6 +23,8 @@ from .auth.origins import origin_allowed
 from .auth.sessions import end_session, session_user, start_session
 from .auth.signin import MAX_PASSWORD_CHARS, SignIn
 from .auth.throttle import SignInThrottled
+from .core.abc import PublishResult
+from .core.envelope import Envelope
 from .core.errors import (
     BackplaneUnavailable,
     InvalidMessage,
@@ -165,56 +167,72 @@ async def me(request: web.Request) -> web.Response:
 # -- the seed's API --------------------------------------------------------------------------------------------
 
 
+def _refusals_answered(handler: Callable[[web.Request], Awaitable[web.Response]]) -> Handler:
+    """A route whose ``WarrenError`` refusals are answered as JSON with their status (``warren_error_response``)."""
+
+    async def answer(request: web.Request) -> web.Response:
+        try:
+            return await handler(request)
+        except WarrenError as exc:
+            return warren_error_response(exc)
+
+    return answer
+
+
+async def _send_from_body(
+    request: web.Request, sender: str, fields: tuple[str, str], hint: str
+) -> tuple[Envelope, PublishResult]:
+    """Send the message whose receiver and content are the body's ``fields``, from ``sender`` (the session's user,
+    never a body field); ``hint`` tells a client what to send instead when they are not both strings."""
+    data = await _form_or_json(request)
+    receiver, content = data.get(fields[0]), data.get(fields[1])
+    if not isinstance(receiver, str) or not isinstance(content, str) or not receiver:
+        raise InvalidMessage(hint)
+    return await request.app[HUB].send(sender, receiver, content)
+
+
+async def _pull_own_mail(request: web.Request) -> list[Envelope]:
+    """The signed-in user's waiting mail (``PULL_MAX`` at most), removed as it is returned."""
+    user = await _require_user(request)
+    return await request.app[HUB].pull_mail(user, PULL_MAX)
+
+
+@_refusals_answered
 async def send_to_user(request: web.Request) -> web.Response:
     """``POST /wsTemplate/sendToUser`` (form ``receiver``, ``msg``); the sender is the session's user."""
     sender = await _require_user(request)
-    try:
-        data = await _form_or_json(request)
-        receiver, content = data.get("receiver"), data.get("msg")
-        if not isinstance(receiver, str) or not isinstance(content, str) or not receiver:
-            raise InvalidMessage("send the form fields receiver and msg")
-        envelope, result = await request.app[HUB].send(sender, receiver, content)
-    except WarrenError as exc:
-        return warren_error_response(exc)
+    envelope, result = await _send_from_body(
+        request, sender, ("receiver", "msg"), "send the form fields receiver and msg"
+    )
     return web.json_response({"code": "200", "id": envelope.id, "status": result.value})
 
 
+@_refusals_answered
 async def pull_unread_message(request: web.Request) -> web.Response:
     """``POST /wsTemplate/pullUnreadMessage``: the user's waiting mail, removed as it is returned."""
-    user = await _require_user(request)
-    try:
-        envelopes = await request.app[HUB].pull_mail(user, PULL_MAX)
-    except WarrenError as exc:
-        return warren_error_response(exc)
+    envelopes = await _pull_own_mail(request)
     return web.json_response({"code": "200", "result": [envelope.text for envelope in envelopes]})
 
 
 # -- the JSON API ----------------------------------------------------------------------------------------------
 
 
+@_refusals_answered
 async def post_message(request: web.Request) -> web.Response:
     """``POST /api/messages`` ``{"to", "content"}`` → 202 ``{"id", "status"}``."""
     sender = await _require_user(request)
-    try:
-        if request.content_type != "application/json":
-            raise InvalidMessage('send JSON: {"to": "bob", "content": "hi"}')
-        data = await _form_or_json(request)
-        receiver, content = data.get("to"), data.get("content")
-        if not isinstance(receiver, str) or not isinstance(content, str) or not receiver:
-            raise InvalidMessage('send JSON: {"to": "bob", "content": "hi"}, both strings')
-        envelope, result = await request.app[HUB].send(sender, receiver, content)
-    except WarrenError as exc:
-        return warren_error_response(exc)
+    if request.content_type != "application/json":
+        raise InvalidMessage('send JSON: {"to": "bob", "content": "hi"}')
+    envelope, result = await _send_from_body(
+        request, sender, ("to", "content"), 'send JSON: {"to": "bob", "content": "hi"}, both strings'
+    )
     return web.json_response({"id": envelope.id, "status": result.value}, status=202)
 
 
+@_refusals_answered
 async def pull_mail(request: web.Request) -> web.Response:
     """``POST /api/mail/pull``: like the seed's pull, as objects."""
-    user = await _require_user(request)
-    try:
-        envelopes = await request.app[HUB].pull_mail(user, PULL_MAX)
-    except WarrenError as exc:
-        return warren_error_response(exc)
+    envelopes = await _pull_own_mail(request)
     return web.json_response({"messages": [json.loads(envelope.body) for envelope in envelopes]})
 
 

@@ -13,15 +13,19 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
 
 from .auth.addresses import IPNetwork, parse_networks
 from .auth.origins import canonical_origin
 from .core.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -172,23 +176,35 @@ def _text(env: Mapping[str, str], name: str) -> str | None:
     return value.strip()
 
 
-def _integer(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = _text(env, name)
-    if raw is None:
-        return default
+def _or_default(
+    parse: Callable[Concatenate[str, str, _P], _T],
+) -> Callable[Concatenate[Mapping[str, str], str, _T, _P], _T]:
+    """A typed setting: ``parse(name, text, ...)`` reads a value that is set; unset or blank, the default holds."""
+
+    def read(env: Mapping[str, str], name: str, default: _T, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        raw = _text(env, name)
+        return default if raw is None else parse(name, raw, *args, **kwargs)
+
+    return read
+
+
+def _converted(name: str, raw: str, convert: Callable[[str], _T], what: str) -> _T:
     try:
-        value = int(raw)
+        return convert(raw)
     except ValueError:
-        raise ConfigurationError(f"{name}={raw!r} is not a whole number") from None
+        raise ConfigurationError(f"{name}={raw!r} is not {what}") from None
+
+
+@_or_default
+def _integer(name: str, raw: str, low: int, high: int) -> int:
+    value = _converted(name, raw, int, "a whole number")
     if not low <= value <= high:
         raise ConfigurationError(f"{name}={value} is out of range: use {low} to {high}")
     return value
 
 
-def _duration(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = _text(env, name)
-    if raw is None:
-        return default
+@_or_default
+def _duration(name: str, raw: str) -> float:
     match = _DURATION.match(raw)
     if match is None:
         raise ConfigurationError(f"{name}={raw!r} is not a duration: use seconds, or a number with ms, s, m, h or d")
@@ -198,33 +214,24 @@ def _duration(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
-def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = _text(env, name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name}={raw!r} is not a number: use a fraction such as 0.25") from None
+@_or_default
+def _fraction(name: str, raw: str) -> float:
+    value = _converted(name, raw, float, "a number: use a fraction such as 0.25")
     if not 0 < value <= 1:
         raise ConfigurationError(f"{name}={raw!r} is out of range: use a fraction above 0 and at most 1")
     return value
 
 
-def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...], upper: bool = False) -> str:
-    raw = _text(env, name)
-    if raw is None:
-        return default
+@_or_default
+def _choice(name: str, raw: str, choices: tuple[str, ...], upper: bool = False) -> str:
     value = raw.upper() if upper else raw.lower()
     if value not in choices:
         raise ConfigurationError(f"{name}={raw!r} is not one of {', '.join(choices)}")
     return value
 
 
-def _boolean(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = _text(env, name)
-    if raw is None:
-        return default
+@_or_default
+def _boolean(name: str, raw: str) -> bool:
     if raw.lower() in ("1", "true", "yes", "on"):
         return True
     if raw.lower() in ("0", "false", "no", "off"):

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .core.hub import LatencyHistogram
+from .core.stats import LatencyHistogram
 from .keys import BACKPLANE, HUB, SETTINGS, SOCKJS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -24,7 +24,8 @@ from app.core.hub import SUBSCRIPTIONS_PER_USER_BURST, SUBSCRIPTIONS_PER_USER_RA
 from app.logs import LOG_BURST, LogFlood
 from app.server import create_app
 from app.stomp.frames import encode
-from app.stomp.protocol import PRE_CONNECT_LIMITS, SUBSCRIPTION_BURST
+from app.stomp.protocol import PRE_CONNECT_LIMITS
+from app.stomp.subscriptions import SUBSCRIPTION_BURST
 from tests.conftest import PASSWORD, Node
 from tests.support.processes import NodeProcess
 from tests.support.stomp_client import StompClient

@@ -27,12 +27,14 @@ with ``AMQP_PUBLISHER=plain``: the fallback when the check fails, and the baseli
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import dataclasses
 import importlib.metadata
 import struct
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Required, TypedDict, Unpack
 
 import aiormq
 from aiormq.abc import ChannelFrame
@@ -44,6 +46,7 @@ __all__ = [
     "ConfirmingPublisher",
     "IncompatibleAiormq",
     "PlainPublisher",
+    "PublishProperties",
     "Publisher",
     "aiormq_state_problems",
     "encode_publish",
@@ -61,13 +64,18 @@ _BASIC = 60
 _PUBLISH = 40
 _METHOD, _HEADER, _BODY = 1, 2, 3
 
-# Property flags of basic (AMQP 0-9-1 section 4.2.6.1), only those Warren sets; the list follows this order.
-_CONTENT_TYPE = 0x8000
-_DELIVERY_MODE = 0x1000
-_MESSAGE_ID = 0x0080
-_TIMESTAMP = 0x0040
-_TYPE = 0x0020
-_APP_ID = 0x0008
+
+class PublishProperties(TypedDict, total=False):
+    """The basic properties Warren sets on a publish, as keyword arguments of ``encode_publish`` and
+    ``Publisher.publish``. ``timestamp`` is in seconds since the epoch, as AMQP carries it; ``message_type`` is
+    the ``type`` property; ``message_id`` is required (a ``basic.return`` is matched to its publish by it)."""
+
+    content_type: str | None
+    delivery_mode: int | None
+    message_id: Required[str]
+    timestamp: int | None
+    message_type: str | None
+    app_id: str | None
 
 
 def _short_str(value: str) -> bytes:
@@ -75,6 +83,18 @@ def _short_str(value: str) -> bytes:
     if len(data) > 255:
         raise ValueError(f"an AMQP short string holds at most 255 bytes: {value[:40]!r}...")
     return bytes((len(data),)) + data
+
+
+#: The basic properties Warren sets, in the order AMQP 0-9-1 (section 4.2.6.1) lays them out: name, property flag,
+#: how the value is written.
+_PROPERTIES: tuple[tuple[str, int, Callable[[Any], bytes]], ...] = (
+    ("content_type", 0x8000, _short_str),
+    ("delivery_mode", 0x1000, lambda mode: bytes((mode,))),
+    ("message_id", 0x0080, _short_str),
+    ("timestamp", 0x0040, _U64.pack),
+    ("message_type", 0x0020, _short_str),
+    ("app_id", 0x0008, _short_str),
+)
 
 
 def encode_publish(
@@ -85,40 +105,19 @@ def encode_publish(
     body: bytes,
     *,
     mandatory: bool = False,
-    content_type: str | None = None,
-    delivery_mode: int | None = None,
-    message_id: str | None = None,
-    timestamp: int | None = None,
-    message_type: str | None = None,
-    app_id: str | None = None,
+    **properties: Unpack[PublishProperties],
 ) -> bytes:
-    """The frames of one ``basic.publish``: method, content header, body (split at ``max_body_frame`` bytes).
-
-    ``timestamp`` is in seconds since the epoch, as AMQP carries it; ``message_type`` is the ``type`` property.
-    """
+    """The frames of one ``basic.publish``: method, content header, body (split at ``max_body_frame`` bytes)."""
     method = _short_str(exchange) + _short_str(routing_key) + (b"\x01" if mandatory else b"\x00")
     parts = [_METHOD_HEAD.pack(_METHOD, channel_number, 6 + len(method), _BASIC, _PUBLISH, 0), method, _FRAME_END]
     flags = 0
-    properties = []
-    if content_type is not None:
-        flags |= _CONTENT_TYPE
-        properties.append(_short_str(content_type))
-    if delivery_mode is not None:
-        flags |= _DELIVERY_MODE
-        properties.append(bytes((delivery_mode,)))
-    if message_id is not None:
-        flags |= _MESSAGE_ID
-        properties.append(_short_str(message_id))
-    if timestamp is not None:
-        flags |= _TIMESTAMP
-        properties.append(_U64.pack(timestamp))
-    if message_type is not None:
-        flags |= _TYPE
-        properties.append(_short_str(message_type))
-    if app_id is not None:
-        flags |= _APP_ID
-        properties.append(_short_str(app_id))
-    header = _HEADER_HEAD.pack(_BASIC, 0, len(body), flags) + b"".join(properties)
+    encoded = []
+    for name, flag, encode_value in _PROPERTIES:
+        value = properties.get(name)
+        if value is not None:
+            flags |= flag
+            encoded.append(encode_value(value))
+    header = _HEADER_HEAD.pack(_BASIC, 0, len(body), flags) + b"".join(encoded)
     parts += (_FRAME_HEAD.pack(_HEADER, channel_number, len(header)), header, _FRAME_END)
     for start in range(0, len(body), max_body_frame):
         chunk = body[start : start + max_body_frame]
@@ -158,7 +157,7 @@ def aiormq_state_problems(channel: object) -> list[str]:
     return problems
 
 
-class Publisher(Protocol):
+class Publisher(abc.ABC):
     """Publishes with confirms on one aiormq channel (opened with ``publisher_confirms`` and ``on_return_raises``).
 
     ``publish`` queues one message and returns a future for the broker's answer, in call order: it resolves on
@@ -167,7 +166,10 @@ class Publisher(Protocol):
     then call ``forget`` however the wait ended. Once the channel is closed, make a new publisher for its successor.
     """
 
-    channel: aiormq.Channel
+    def __init__(self, channel: aiormq.Channel) -> None:
+        if not channel.publisher_confirms:
+            raise ValueError(f"{type(self).__name__} needs a channel with publisher confirms")
+        self.channel = channel
 
     def publish(
         self,
@@ -175,16 +177,23 @@ class Publisher(Protocol):
         routing_key: str,
         body: bytes,
         *,
-        message_id: str,
         mandatory: bool = True,
-        content_type: str | None = None,
-        delivery_mode: int | None = None,
-        timestamp: int | None = None,
-        message_type: str | None = None,
-        app_id: str | None = None,
-    ) -> asyncio.Future[Any]: ...
+        **properties: Unpack[PublishProperties],
+    ) -> asyncio.Future[Any]:
+        """Queue one message (properties as for ``encode_publish``). Await the future, then call ``forget``."""
+        if self.channel.is_closed:
+            raise ChannelInvalidStateError(f"{self.channel!r} closed")
+        return self._queue(exchange, routing_key, body, mandatory, properties)
 
-    def forget(self, message_id: str, future: asyncio.Future[Any]) -> None: ...
+    @abc.abstractmethod
+    def _queue(
+        self, exchange: str, routing_key: str, body: bytes, mandatory: bool, properties: PublishProperties
+    ) -> asyncio.Future[Any]:
+        """``publish`` on an open channel."""
+
+    @abc.abstractmethod
+    def forget(self, message_id: str, future: asyncio.Future[Any]) -> None:
+        """Stop matching returns to a publish that is settled or abandoned (call it however the wait ended)."""
 
 
 #: ``AMQP_PUBLISHER`` values.
@@ -200,59 +209,41 @@ def make_publisher(kind: str, channel: aiormq.Channel) -> Publisher:
     raise ValueError(f"unknown publisher {kind!r}: use one of {', '.join(PUBLISHERS)}")
 
 
-class PlainPublisher:
+class PlainPublisher(Publisher):
     """``Publisher`` over aiormq's public ``Channel.basic_publish``: one pamqp-marshalled write per message.
 
     Each publish runs in a task of its own; tasks start in creation order and aiormq numbers publishes under the
     channel's lock in the order they take it, so the call order is kept. aiormq forgets returns by itself.
     """
 
-    def __init__(self, channel: aiormq.Channel) -> None:
-        if not channel.publisher_confirms:
-            raise ValueError("PlainPublisher needs a channel with publisher confirms")
-        self.channel = channel
-
-    def publish(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        *,
-        message_id: str,
-        mandatory: bool = True,
-        content_type: str | None = None,
-        delivery_mode: int | None = None,
-        timestamp: int | None = None,
-        message_type: str | None = None,
-        app_id: str | None = None,
+    def _queue(
+        self, exchange: str, routing_key: str, body: bytes, mandatory: bool, properties: PublishProperties
     ) -> asyncio.Future[Any]:
-        if self.channel.is_closed:
-            raise ChannelInvalidStateError(f"{self.channel!r} closed")
-        properties = spec.Basic.Properties(
-            content_type=content_type,
-            delivery_mode=delivery_mode,
-            message_id=message_id,
+        timestamp = properties.get("timestamp")
+        basic = spec.Basic.Properties(
+            content_type=properties.get("content_type"),
+            delivery_mode=properties.get("delivery_mode"),
+            message_id=properties["message_id"],
             timestamp=datetime.fromtimestamp(timestamp, UTC) if timestamp is not None else None,
-            message_type=message_type,
-            app_id=app_id,
+            message_type=properties.get("message_type"),
+            app_id=properties.get("app_id"),
         )
         return asyncio.ensure_future(
             self.channel.basic_publish(
-                body, exchange=exchange, routing_key=routing_key, properties=properties, mandatory=mandatory, wait=False
+                body, exchange=exchange, routing_key=routing_key, properties=basic, mandatory=mandatory, wait=False
             )
         )
 
     def forget(self, message_id: str, future: asyncio.Future[Any]) -> None:
-        return
+        return  # aiormq forgets returns by itself
 
 
-class ConfirmingPublisher:
+class ConfirmingPublisher(Publisher):
     """``Publisher`` that writes the frames of every message queued during one turn of the event loop to the
     connection's writer as one write, right after it (a future cancelled before that write is left out of it)."""
 
     def __init__(self, channel: aiormq.Channel) -> None:
-        if not channel.publisher_confirms:
-            raise ValueError("ConfirmingPublisher needs a channel with publisher confirms")
+        super().__init__(channel)
         problems = aiormq_state_problems(channel)
         if problems:
             # Fail at start-up, not with unconfirmed messages.
@@ -260,7 +251,6 @@ class ConfirmingPublisher:
                 f"aiormq {importlib.metadata.version('aiormq')} keeps its channel state differently "
                 f"({'; '.join(problems)}): set AMQP_PUBLISHER=plain, or install the aiormq version in setup.cfg"
             )
-        self.channel = channel
         self._loop = asyncio.get_running_loop()
         self._max_body_frame = channel.max_content_size
         #: (future, message id, frames) waiting for this turn's write.
@@ -271,27 +261,10 @@ class ConfirmingPublisher:
         self._backlog: list[ChannelFrame] = []
         self._feeder: asyncio.Task[None] | None = None
 
-    def publish(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        *,
-        message_id: str,
-        mandatory: bool = True,
-        content_type: str | None = None,
-        delivery_mode: int | None = None,
-        timestamp: int | None = None,
-        message_type: str | None = None,
-        app_id: str | None = None,
+    def _queue(
+        self, exchange: str, routing_key: str, body: bytes, mandatory: bool, properties: PublishProperties
     ) -> asyncio.Future[Any]:
-        """Queue one message (properties as for ``encode_publish``). Await the future, then call ``forget``.
-
-        ``message_id`` is required: the broker's ``basic.return`` is matched to its publish by it.
-        """
         channel = self.channel
-        if channel.is_closed:
-            raise ChannelInvalidStateError(f"{channel!r} closed")
         frames = encode_publish(
             channel.number,
             self._max_body_frame,
@@ -299,17 +272,12 @@ class ConfirmingPublisher:
             routing_key,
             body,
             mandatory=mandatory,
-            content_type=content_type,
-            delivery_mode=delivery_mode,
-            message_id=message_id,
-            timestamp=timestamp,
-            message_type=message_type,
-            app_id=app_id,
+            **properties,
         )
         future: asyncio.Future[Any] = channel.create_future()
         if not self._batch:
             self._loop.call_soon(self._write)
-        self._batch.append((future, message_id, frames))
+        self._batch.append((future, properties["message_id"], frames))
         return future
 
     def forget(self, message_id: str, future: asyncio.Future[Any]) -> None:

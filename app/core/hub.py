@@ -26,6 +26,8 @@ Guarantees (given the backplane contract in ``app.core.abc``):
   largest size seen so far, and stops once it holds ``BATCH_BYTES`` (where later mail is larger than what was
   seen, one batch can take it past that, never past the mailbox's byte bound).
 
+The parts: the ordered return path to the mailboxes is ``app.core.returns``, the counters ``app.core.stats``.
+
 What can be lost: a message written to a connection in auto-ack mode whose socket dies before the client read
 it (at-most-once past the write, as STOMP's ``ack:auto`` means).
 """
@@ -33,9 +35,7 @@ it (at-most-once past the write, as STOMP's ``ack:auto`` means).
 from __future__ import annotations
 
 import asyncio
-import bisect
 import json
-import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -46,8 +46,8 @@ from .errors import BackplaneUnavailable, InvalidMessage, MessageTooLarge, RateL
 from .keyed_lock import KeyedLock
 from .limits import RateLimiter
 from .pacing import Pacer
-
-log = logging.getLogger(__name__)
+from .returns import MailboxReturns
+from .stats import HubStats
 
 #: How many mailbox envelopes one fetch takes at most while draining.
 MAILBOX_BATCH = 500
@@ -62,39 +62,6 @@ HELD_WHILE_DRAINING_MAX = 10_000
 #: once subscribe about 64 times.
 SUBSCRIPTIONS_PER_USER_RATE = 10.0
 SUBSCRIPTIONS_PER_USER_BURST = 100
-
-
-class LatencyHistogram:
-    """A fixed-bucket histogram of seconds: a few list operations per observation, read at scrape time."""
-
-    BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-    def __init__(self) -> None:
-        self.counts = [0] * (len(self.BUCKETS) + 1)
-        self.total = 0.0
-
-    def observe(self, seconds: float) -> None:
-        self.total += seconds
-        self.counts[bisect.bisect_left(self.BUCKETS, seconds)] += 1
-
-
-@dataclass
-class HubStats:
-    """Counters for /metrics; plain ints, cheap on the hot path."""
-
-    accepted: int = 0
-    delivered_live: int = 0
-    moved_to_mailbox: int = 0
-    mailbox_delivered: int = 0
-    returned_unacked: int = 0
-    refused: dict[str, int] = field(default_factory=dict)
-    #: Time from send to the backplane's "stored" (for RabbitMQ: the publisher confirm).
-    publish_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
-    #: Time from acceptance on the sending node to the write into a receiver's connection here.
-    delivery_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
-
-    def refuse(self, reason: str) -> None:
-        self.refused[reason] = self.refused.get(reason, 0) + 1
 
 
 class _BatchSizer:
@@ -162,9 +129,8 @@ class Hub:
         self._presence: dict[str, _Presence] = {}
         #: One lock per user while anyone needs it, so bind, drain and unbind of one user never interleave.
         self._user_locks = KeyedLock()
-        # Per user, envelopes on their way back to the mailbox in order, and the task writing them.
-        self._returning: dict[str, list[Envelope]] = {}
-        self._returning_done: dict[str, asyncio.Task[None]] = {}
+        #: Mail on its way back to mailboxes, in order per user (``app.core.returns``).
+        self._returns = MailboxReturns(backplane)
         #: Set by ``leave_all`` (shutdown): nobody comes online here any more.
         self._leaving_all = False
 
@@ -222,12 +188,12 @@ class Hub:
                 # mailbox): take its place, and drain once that mail is stored.
                 presence.subscribers.append(subscriber)
                 presence.held = []
-                await self._mailbox_flushed(user)
+                await self._returns.flushed(user)
             else:
                 presence = _Presence([subscriber])
                 self._presence[user] = presence
                 try:
-                    await self._mailbox_flushed(user)
+                    await self._returns.flushed(user)
                     await self.backplane.bind(user)
                 except BaseException:
                     del self._presence[user]
@@ -269,7 +235,7 @@ class Hub:
             # The user's other connections here take it now; only what none of them takes waits in the mailbox.
             returned = [envelope for envelope in returned if not self._push(presence, envelope)]
         if returned:
-            self._queue_for_mailbox(subscriber.user, returned)
+            self._returns.queue(subscriber.user, returned)
 
     async def unsubscribe(self, subscriber: Subscriber) -> None:
         """Take ``subscriber`` offline; what it had not received goes back to the mailbox, in order."""
@@ -279,7 +245,7 @@ class Hub:
             # Returned mail is in the mailbox before the unbind: mail published after the unbind goes there
             # straight (alternate exchange) and must not overtake it. Under the lock: a subscribe of the same
             # user waits, and its drain then finds all of it.
-            await self._mailbox_flushed(user)
+            await self._returns.flushed(user)
             presence = self._presence.get(user)
             if presence is not None and not presence.subscribers:
                 del self._presence[user]
@@ -288,7 +254,7 @@ class Hub:
                 # as it arrives. A subscribe of the same user waits for this lock, so its drain must find that
                 # mail there too, or it would arrive live after newer mail drained from the mailbox.
                 await self.backplane.settle_routed()
-                await self._mailbox_flushed(user)
+                await self._returns.flushed(user)
 
     async def leave_all(self) -> None:
         """Shutdown: every user here goes offline at once, not one connection at a time.
@@ -307,17 +273,17 @@ class Hub:
             returned = [envelope for subscriber in subscribers for envelope in subscriber.take_unacknowledged()]
             if returned:
                 self.stats.returned_unacked += len(returned)
-                self._queue_for_mailbox(user, returned)
-        await asyncio.gather(*(self._mailbox_flushed(user) for user in users))
+                self._returns.queue(user, returned)
+        await asyncio.gather(*(self._returns.flushed(user) for user in users))
         await self.backplane.unbind_all(users)
-        await asyncio.gather(*(self._mailbox_flushed(user) for user in list(self._returning_done)))
+        await asyncio.gather(*(self._returns.flushed(user) for user in self._returns.users()))
 
     async def give_back(self, envelope: Envelope) -> None:
         """An envelope its receiver's connection handed back (STOMP NACK): into their mailbox with its id, after
         whatever is already on its way back there for them (``leave_now``'s ordered return). Raises the
         backplane's ``WarrenError`` (``MailboxFull``, ``BackplaneUnavailable``) with nothing stored: the envelope
         is then still the caller's."""
-        await self._mailbox_flushed(envelope.receiver)
+        await self._returns.flushed(envelope.receiver)
         await self.backplane.store(envelope)
         self.stats.returned_unacked += 1
 
@@ -402,39 +368,7 @@ class Hub:
     async def _to_mailbox(self, envelope: Envelope) -> None:
         """Store a live envelope in its receiver's mailbox; returns once it is stored (before the backplane acks)."""
         self.stats.moved_to_mailbox += 1
-        if envelope.receiver in self._returning:
-            # Mail being returned for this user goes first: queue behind it and wait for our turn.
-            self._queue_for_mailbox(envelope.receiver, [envelope])
-            await self._mailbox_flushed(envelope.receiver)
-        else:
-            await self.backplane.store(envelope)
-
-    def _queue_for_mailbox(self, user: str, envelopes: Sequence[Envelope]) -> None:
-        queued = self._returning.get(user)
-        if queued is not None:
-            queued.extend(envelopes)
-            return
-        self._returning[user] = list(envelopes)
-        self._returning_done[user] = asyncio.get_running_loop().create_task(self._flush_mailbox_queue(user))
-
-    async def _flush_mailbox_queue(self, user: str) -> None:
-        queued = self._returning[user]
-        try:
-            while queued:
-                envelope = queued[0]
-                try:
-                    await self.backplane.store(envelope)
-                except Exception:
-                    log.exception("could not return message %s to %r's mailbox; it is lost", envelope.id, user)
-                queued.pop(0)
-        finally:
-            del self._returning[user]
-            del self._returning_done[user]
-
-    async def _mailbox_flushed(self, user: str) -> None:
-        task = self._returning_done.get(user)
-        if task is not None:
-            await asyncio.shield(task)
+        await self._returns.store(envelope)
 
 
 def stored_size(content: str) -> int:

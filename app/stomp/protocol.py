@@ -1,4 +1,4 @@
-"""One client connection's STOMP state: frames in, core calls, frames out.
+"""One client connection's STOMP state: frames in, in order, dispatched to the core; CONNECT and closing.
 
 The connection knows nothing of SockJS: it writes text through a ``Wire`` (send text, close with a code). Frames
 from one connection are handled one at a time, in order, so a client's SENDs are published in the order it sent
@@ -14,48 +14,38 @@ destination, oversized) gets an ERROR frame and the connection is closed, as STO
 application (unknown receiver, message too large, mailbox full, broker unavailable, rate limited) does not end
 the connection: the refusal is sent as a MESSAGE on ``/user/queue/errors`` when the client subscribed there, and as
 an ERROR frame otherwise.
+
+The parts: ``StompConnection`` extends ``app.stomp.delivery`` (the core's ``Subscriber``: MESSAGEs and drain flow
+control), which extends ``app.stomp.output`` (what is written, the send bound, ERROR-and-close, heart-beats);
+subscriptions and acknowledgements are ``app.stomp.subscriptions``, SEND and its refusals ``app.stomp.sending``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import functools
 import itertools
-import json
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
 
 from ..core.budget import INPUT_BUDGET
-from ..core.envelope import Envelope
-from ..core.errors import RateLimited, WarrenError
+from ..core.errors import WarrenError
 from ..core.hub import Hub
 from ..core.limits import TokenBucket
+from .delivery import StompDelivery
 from .frames import Frame, FrameError, FrameParser, Limits, encode
+from .output import CloseCode, Wire
+from .sending import refusal_body, send_chat
+from .subscriptions import SUBSCRIPTION_BURST, SUBSCRIPTION_RATE, Channel, subscription_refusal
+
+__all__ = ["PRE_CONNECT_LIMITS", "Channel", "CloseCode", "StompConnection", "Wire"]
 
 log = logging.getLogger(__name__)
 
 SUPPORTED_VERSIONS = ("1.2", "1.1", "1.0")
 SERVER_NAME = "Warren/0.1"
-#: What the server offers: it can send a heart-beat every 10 s and wants one from the client every 10 s.
-SERVER_HEARTBEAT_MS = (10_000, 10_000)
-MAX_SUBSCRIPTIONS = 16
-#: SUBSCRIBE and UNSUBSCRIBE frames one connection may send per second, and the burst above that. A page subscribes
-#: two or three times when it connects; every subscribe and unsubscribe of the chat channel can bind or unbind
-#: the user on the broker, so a client that churns them (250 pairs a second, measured) is refused. The hub also
-#: limits them per user (``Hub.subscription_limits``), so reconnecting does not buy a fresh allowance.
-SUBSCRIPTION_RATE = 2.0
-SUBSCRIPTION_BURST = 20
 #: Commands that set a connection up; they pass the hub's pacer.
 _SET_UP = frozenset({"CONNECT", "STOMP", "SUBSCRIBE"})
-#: Seconds a mailbox drain waits for a client to read or acknowledge before calling it a slow consumer.
-SEND_TIME_LIMIT = 10.0
-#: Envelopes one subscription may hold unacknowledged in a client-ack mode before it is a slow consumer.
-MAX_UNACKED = 1_000
 #: What an unfinished frame may hold before the connection is CONNECTed (a CONNECT frame is a few hundred bytes;
 #: 8 KiB leaves room for a token in a header): connections that have not signed in cannot pin the ~0.5 MiB a
 #: connected client's frame may hold.
@@ -67,54 +57,8 @@ _connection_ids = itertools.count(1)
 _background: set[asyncio.Task[None]] = set()
 
 
-class Channel(enum.Enum):
-    """The destinations a client may subscribe to, by code (the seed's channel enum)."""
-
-    REPLY = "/user/topic/reply"
-    ERRORS = "/user/queue/errors"
-
-
-SEND_DESTINATIONS = frozenset({"/message/chat", "/app/chat"})
-
-
-class CloseCode(enum.IntEnum):
-    """SockJS close codes Warren uses (3000–4999 are the application's)."""
-
-    NORMAL = 3000
-    NOT_SIGNED_IN = 4001
-    PROTOCOL_ERROR = 4002
-    HEARTBEAT_TIMEOUT = 4003
-    SLOW_CONSUMER = 4008
-    REFUSED = 4009
-    SHUTTING_DOWN = 4012
-
-
-class Wire(Protocol):
-    """How the connection reaches its client (the SockJS session)."""
-
-    def send_text(self, text: str) -> bool:
-        """Queue ``text`` as one SockJS message; False if the session cannot take it."""
-        ...
-
-    def queued_bytes(self) -> int: ...
-
-    async def wait_flushed(self) -> None:
-        """Return when everything queued so far was written to the client."""
-        ...
-
-    def close(self, code: int, reason: str) -> None: ...
-
-
-@dataclass(slots=True)
-class _Subscription:
-    id: str
-    channel: Channel
-    ack: str  # auto | client | client-individual
-    unacked: OrderedDict[str, Envelope] = field(default_factory=OrderedDict)
-
-
-class StompConnection:
-    """Implements the core's ``Subscriber`` for one client.
+class StompConnection(StompDelivery):
+    """Implements the core's ``Subscriber`` for one client (delivery in ``StompDelivery``), and handles its frames.
 
     An idle connection holds no asyncio objects: the lock that keeps overlapping requests' frames in order and the
     event a mailbox drain waits on are made when they are first needed (most connections never need the lock: a
@@ -123,27 +67,14 @@ class StompConnection:
 
     __slots__ = (
         "_busy",
-        "_closed",
         "_frame_limits",
-        "_last_received",
-        "_last_sent",
         "_lock",
         "_online",
         "_parser",
-        "_progress",
-        "_receive_timeout",
         "_send_bucket",
-        "_send_buffer_bytes",
-        "_send_interval",
         "_subscription_bucket",
-        "_subscriptions",
-        "_timer",
-        "_user",
         "hub",
         "session_id",
-        "transport",
-        "version",
-        "wire",
     )
 
     def __init__(
@@ -156,103 +87,23 @@ class StompConnection:
         send_buffer_bytes: int,
         transport: str = "",
     ) -> None:
+        super().__init__(user, wire, send_buffer_bytes=send_buffer_bytes, transport=transport)
         self.hub = hub
-        self._user = user
-        self.wire = wire
-        self.transport = transport
         self.session_id = f"{next(_connection_ids):x}"
-        self.version: str | None = None
         self._frame_limits = _limits(max_frame_body)
         self._parser = FrameParser(PRE_CONNECT_LIMITS)
-        self._send_buffer_bytes = send_buffer_bytes
-        self._subscriptions: dict[str, _Subscription] = {}
         self._online = False
-        self._closed = False
         #: True while frames of this connection are handled; ``_lock`` exists from the first overlap on.
         self._busy = False
         self._lock: asyncio.Lock | None = None
-        self._send_interval = 0.0
-        self._receive_timeout = 0.0
-        self._last_sent = time.monotonic()
-        self._last_received = time.monotonic()
-        self._timer: asyncio.TimerHandle | None = None
-        #: Set when an ACK arrives or the connection closes: what a drain waiting on this client waits for. Made
-        #: by the first waiter (``_progress_event``).
-        self._progress: asyncio.Event | None = None
         rate, burst = hub.connection_message_rate, hub.connection_message_burst
         self._send_bucket = TokenBucket(rate, burst) if rate > 0 else None
         self._subscription_bucket: TokenBucket | None = None
-
-    # -- Subscriber -----------------------------------------------------------------------------------------
 
     @property
     def user(self) -> str:
         assert self._user is not None
         return self._user
-
-    def push(self, envelope: Envelope) -> bool:
-        if self._closed:
-            return False
-        if self.wire.queued_bytes() > self._send_buffer_bytes:
-            self._fail(CloseCode.SLOW_CONSUMER, "slow-consumer", "the client is not reading its messages fast enough")
-            return False
-        body = envelope.text
-        taken = False
-        for sub in self._subscriptions.values():
-            if sub.channel is not Channel.REPLY:
-                continue
-            if sub.ack != "auto":
-                if len(sub.unacked) >= MAX_UNACKED:
-                    self._fail(CloseCode.SLOW_CONSUMER, "slow-consumer", f"more than {MAX_UNACKED} unacknowledged")
-                    return False
-                sub.unacked[envelope.id] = envelope
-            headers = {
-                "destination": Channel.REPLY.value,
-                "subscription": sub.id,
-                "message-id": envelope.id,
-                "content-type": "application/json",
-            }
-            if sub.ack != "auto":
-                headers["ack"] = envelope.id
-            if self._write(self._message_frame(headers, body)):
-                taken = True
-        return taken
-
-    async def ready_for_more(self) -> None:
-        # Below half the bounds, so a drain never trips the slow-consumer checks in push(). A client that does not
-        # catch up within SEND_TIME_LIMIT is a slow consumer (as Spring's sendTimeLimit).
-        try:
-            async with asyncio.timeout(SEND_TIME_LIMIT):
-                if self.wire.queued_bytes() > self._send_buffer_bytes // 2:
-                    await self._until_closed_or(self.wire.wait_flushed())
-                while not self._closed and any(
-                    len(s.unacked) > MAX_UNACKED // 2 for s in self._subscriptions.values()
-                ):
-                    await self._progress_event().wait()
-        except TimeoutError:
-            self._fail(CloseCode.SLOW_CONSUMER, "slow-consumer", f"no progress for {SEND_TIME_LIMIT:g} s")
-
-    async def _until_closed_or(self, waiting: Coroutine[Any, Any, None]) -> None:
-        done = asyncio.ensure_future(waiting)
-        gone = None
-        if not self._closed:
-            # A fresh event: an old ACK must not end the wait; a close (or a new ACK) does.
-            gone = asyncio.ensure_future(self._progress_event().wait())
-        try:
-            await asyncio.wait([f for f in (done, gone) if f is not None], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for future in (done, gone):
-                if future is not None and not future.done():
-                    future.cancel()
-
-    def take_unacknowledged(self) -> Sequence[Envelope]:
-        seen: dict[str, Envelope] = {}
-        for sub in self._subscriptions.values():
-            for message_id, envelope in sub.unacked.items():
-                seen.setdefault(message_id, envelope)
-            sub.unacked.clear()
-        # In delivery order (of the first subscription that holds each).
-        return list(seen.values())
 
     # -- input ----------------------------------------------------------------------------------------------
 
@@ -325,9 +176,7 @@ class StompConnection:
 
     async def on_close(self) -> None:
         """The session is gone: leave the hub (unacknowledged mail goes back to the mailbox)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._stop_timer()
         was_closed, self._closed = self._closed, True
         self._signal_progress()  # wakes a drain waiting on this connection
         if self._online:
@@ -395,15 +244,7 @@ class StompConnection:
         self._parser.limits = self._frame_limits
         headers = {"version": version, "server": SERVER_NAME, "session": self.session_id, "user-name": self.user}
         if version != "1.0":
-            client_send, client_receive = _parse_heartbeat(frame.get("heart-beat"))
-            server_send, server_receive = SERVER_HEARTBEAT_MS
-            send_ms = max(server_send, client_receive) if client_receive and server_send else 0
-            receive_ms = max(server_receive, client_send) if client_send and server_receive else 0
-            headers["heart-beat"] = f"{server_send},{server_receive}"
-            self._send_interval = send_ms / 1000
-            # Allow twice the interval: SockJS polling transports deliver in bursts.
-            self._receive_timeout = 2 * receive_ms / 1000
-            self._arm_timer()
+            headers["heart-beat"] = self._start_heartbeat(frame.get("heart-beat"))
         self._write(encode("CONNECTED", headers, version=version))
 
     def _subscription_allowed(self, frame: Frame) -> bool:
@@ -411,46 +252,24 @@ class StompConnection:
         bucket = self._subscription_bucket
         if bucket is None:
             bucket = self._subscription_bucket = TokenBucket(SUBSCRIPTION_RATE, SUBSCRIPTION_BURST)
-        user_bucket = self.hub.subscription_limits.bucket(self.user)
-        if bucket.available() and user_bucket.take():
-            bucket.take()
+        refusal = subscription_refusal(bucket, self.hub.subscription_limits.bucket(self.user))
+        if refusal is None:
             return True
-        limit = bucket if not bucket.available() else user_bucket
-        self._fail(
-            CloseCode.REFUSED,
-            "rate-limited",
-            f"subscribing and unsubscribing too fast: at most {limit.rate:g} a second"
-            f"{'' if limit is bucket else ' for one user'}; reconnect in {max(1.0, limit.retry_after()):.0f} s",
-            frame,
-        )
+        self._fail(CloseCode.REFUSED, "rate-limited", refusal, frame)
         return False
 
     async def _on_subscribe(self, frame: Frame) -> None:
         if not self._subscription_allowed(frame):
             return
-        destination = frame.get("destination")
-        if not destination:
-            raise FrameError("SUBSCRIBE needs a destination header")
-        channel = _channel_for(destination, self.user)
-        sub_id = frame.get("id") or (destination if self.version == "1.0" else None)
-        if sub_id is None:
-            raise FrameError("SUBSCRIBE needs an id header")
-        if sub_id in self._subscriptions:
-            raise FrameError(f"subscription id {sub_id!r} is already in use")
-        if len(self._subscriptions) >= MAX_SUBSCRIPTIONS:
-            raise FrameError(f"at most {MAX_SUBSCRIPTIONS} subscriptions per connection")
-        ack = frame.get("ack") or "auto"
-        if ack not in ("auto", "client", "client-individual"):
-            raise FrameError(f"unknown ack mode {ack[:30]!r}: use auto, client or client-individual")
-        self._subscriptions[sub_id] = _Subscription(sub_id, channel, ack)
-        if channel is Channel.REPLY and not self._online:
+        sub = self._subscriptions.add(frame, self.user, self.version)
+        if sub.channel is Channel.REPLY and not self._online:
             # Online before the await: a close during the bind must still take this connection out of the hub.
             self._online = True
             try:
                 await self.hub.subscribe(self)
             except WarrenError as exc:
                 self._online = False
-                del self._subscriptions[sub_id]
+                self._subscriptions.remove(sub)
                 self._fail(CloseCode.REFUSED, exc.reason, str(exc), frame)
                 return
         # After the bind and the mailbox drain: a receipt means "you are online, waiting mail is in front of it".
@@ -459,44 +278,29 @@ class StompConnection:
     async def _on_unsubscribe(self, frame: Frame) -> None:
         if not self._subscription_allowed(frame):
             return
-        sub_id = frame.get("id") or (frame.get("destination") if self.version == "1.0" else None)
-        sub = self._subscriptions.get(sub_id or "")
-        if sub is None:
-            raise FrameError(f"no subscription with id {sub_id!r}")
+        sub = self._subscriptions.named(frame, self.version)
         self._receipt(frame)
-        if self._online and not any(
-            s.channel is Channel.REPLY for s in self._subscriptions.values() if s is not sub
-        ):
+        if self._online and not self._subscriptions.replies_besides(sub):
             # Leave the hub first: it takes the unacknowledged envelopes of every subscription back to the mailbox.
             self._online = False
             await self.hub.unsubscribe(self)
-        del self._subscriptions[sub.id]
+        self._subscriptions.remove(sub)
 
     async def _on_send(self, frame: Frame) -> None:
-        destination = frame.get("destination")
-        if destination not in SEND_DESTINATIONS:
-            raise FrameError(f"cannot SEND to {str(destination)[:60]!r}: use /message/chat")
-        receipt = frame.get("receipt")
         try:
-            if self._send_bucket is not None and not self._send_bucket.take():
-                raise RateLimited(
-                    f"this connection sends too fast: at most {self._send_bucket.rate:g} messages per second",
-                    self._send_bucket.retry_after(),
-                )
-            receiver, content = _chat_fields(frame.body)
-            await self.hub.send(self.user, receiver, content)
+            await send_chat(self.hub, self.user, self._send_bucket, frame)
         except WarrenError as exc:
-            self._refuse(exc, receipt)
+            self._refuse(exc, frame.get("receipt"))
             return
         self._receipt(frame)
 
     async def _on_ack(self, frame: Frame) -> None:
-        self._settle(frame)
+        self._subscriptions.settle(frame, self.version)
         self._signal_progress()
         self._receipt(frame)
 
     async def _on_nack(self, frame: Frame) -> None:
-        refused = self._settle(frame)
+        refused = self._subscriptions.settle(frame, self.version)
         # NACK: the client will not process these now; keep them in its mailbox for a later delivery, through the
         # hub (behind mail already on its way back there).
         for index, (_sub, envelope) in enumerate(refused):
@@ -505,9 +309,7 @@ class StompConnection:
             except WarrenError:
                 # Not stored (a full mailbox, the broker away): what was not given back stays unacknowledged here,
                 # as if this NACK had not come, and goes back when the connection ends. The client is told.
-                for kept_sub, kept in reversed(refused[index:]):
-                    kept_sub.unacked[kept.id] = kept
-                    kept_sub.unacked.move_to_end(kept.id, last=False)
+                self._subscriptions.keep(refused[index:])
                 raise
         self._signal_progress()
         self._receipt(frame)
@@ -520,80 +322,22 @@ class StompConnection:
     async def _unsupported(self, frame: Frame) -> None:
         raise FrameError(f"{frame.command}: transactions are not supported")
 
-    # -- helpers --------------------------------------------------------------------------------------------
-
-    def _settle(self, frame: Frame) -> list[tuple[_Subscription, Envelope]]:
-        message_id = frame.get("id") if self.version == "1.2" else frame.get("message-id")
-        if not message_id:
-            raise FrameError(f"{frame.command} needs an {'id' if self.version == '1.2' else 'message-id'} header")
-        sub_id = frame.get("subscription")
-        subs = [self._subscriptions[sub_id]] if sub_id in self._subscriptions else list(self._subscriptions.values())
-        settled: list[tuple[_Subscription, Envelope]] = []
-        for sub in subs:
-            if message_id not in sub.unacked:
-                continue
-            if sub.ack == "client":
-                # Cumulative: this message and every earlier one of the subscription.
-                while sub.unacked:
-                    key, envelope = sub.unacked.popitem(last=False)
-                    settled.append((sub, envelope))
-                    if key == message_id:
-                        break
-            else:
-                settled.append((sub, sub.unacked.pop(message_id)))
-        return settled
-
-    def _message_frame(self, headers: dict[str, str], body: str) -> str:
-        assert self.version is not None
-        return encode("MESSAGE", headers, version=self.version)[:-2] + f"content-length:{_utf8_len(body)}\n\n{body}\x00"
-
-    def _receipt(self, frame: Frame) -> None:
-        receipt = frame.get("receipt")
-        if receipt is not None:
-            self._write(encode("RECEIPT", {"receipt-id": receipt}, version=self.version or "1.2"))
+    # -- refusals -------------------------------------------------------------------------------------------
 
     def _refuse(self, exc: WarrenError, receipt: str | None) -> None:
-        errors = next((s for s in self._subscriptions.values() if s.channel is Channel.ERRORS), None)
+        errors = self._subscriptions.errors()
         if errors is None:
             self._fail(CloseCode.PROTOCOL_ERROR, exc.reason, str(exc), receipt=receipt)
             return
-        payload: dict[str, str] = {"error": exc.reason, "message": str(exc)}
-        if receipt is not None:
-            payload["receipt-id"] = receipt
         headers = {
             "destination": Channel.ERRORS.value,
             "subscription": errors.id,
             "message-id": f"error-{self.session_id}-{time.monotonic_ns()}",
             "content-type": "application/json",
         }
-        self._write(self._message_frame(headers, json.dumps(payload, ensure_ascii=False)))
+        self._write(self._message_frame(headers, refusal_body(exc, receipt)))
 
-    def _fail(
-        self,
-        code: CloseCode,
-        reason: str,
-        detail: str,
-        frame: Frame | None = None,
-        *,
-        receipt: str | None = None,
-        extra: dict[str, str] | None = None,
-    ) -> None:
-        """Send ERROR and close: the STOMP way to refuse a connection-level problem."""
-        if self._closed:
-            return
-        log.info("STOMP error for %s (%s): %s: %s", self._user or "anonymous", self.transport, reason, detail)
-        headers = {"message": reason, "content-type": "text/plain"}
-        if extra:
-            headers.update(extra)
-        if receipt is None and frame is not None:
-            receipt = frame.get("receipt")
-        if receipt is not None:
-            headers["receipt-id"] = receipt
-        # Closed before the ERROR is written: its own write must not count as another slow-consumer failure.
-        self._closed = True
-        self._write(encode("ERROR", headers, detail.encode(), version=self.version or "1.2"))
-        self._signal_progress()
-        self.wire.close(int(code), reason)
+    def _on_failed(self) -> None:
         if self._online:
             # Stop deliveries and queue what the client did not get now, in order; unbind from a task, since
             # _fail is called from synchronous paths such as push().
@@ -602,97 +346,9 @@ class StompConnection:
             task = asyncio.get_running_loop().create_task(self.hub.unsubscribe(self))
             _background.add(task)
             task.add_done_callback(_background.discard)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _progress_event(self) -> asyncio.Event:
-        """The event the next progress sets, not set yet (shared by everyone waiting now)."""
-        if self._progress is None or self._progress.is_set():
-            self._progress = asyncio.Event()
-        return self._progress
-
-    def _signal_progress(self) -> None:
-        if self._progress is not None:
-            self._progress.set()
-            self._progress = None  # its waiters hold it; the next one makes a new one
-
-    def _write(self, text: str) -> bool:
-        # Every frame counts toward the send bound, as push() counts MESSAGEs: a client that sends receipted frames
-        # and never reads is a slow consumer too (issue #11). The ERROR of _fail is written after _closed is set.
-        if not self._closed and self.wire.queued_bytes() > self._send_buffer_bytes:
-            self._fail(CloseCode.SLOW_CONSUMER, "slow-consumer", "the client is not reading what it is sent")
-            return False
-        self._last_sent = time.monotonic()
-        return self.wire.send_text(text)
-
-    def _arm_timer(self) -> None:
-        intervals = [i for i in (self._send_interval, self._receive_timeout) if i]
-        if not intervals or self._closed:
-            return
-        self._timer = asyncio.get_running_loop().call_later(min(intervals) / 2, self._on_timer)
-
-    def _on_timer(self) -> None:
-        now = time.monotonic()
-        if self._receive_timeout and now - self._last_received > self._receive_timeout:
-            self._fail(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat-timeout", "no data or heart-beat from the client")
-            return
-        if self._send_interval and now - self._last_sent >= self._send_interval * 0.9:
-            self._write("\n")
-        self._arm_timer()
 
 
 @functools.lru_cache(maxsize=4)
 def _limits(max_body: int) -> Limits:
     """The parser limits, one object for every connection with the same bound (they are immutable)."""
     return Limits(max_body=max_body)
-
-
-def _parse_heartbeat(value: str | None) -> tuple[int, int]:
-    if not value:
-        return 0, 0
-    try:
-        send, receive = (int(part) for part in value.split(","))
-    except ValueError:
-        raise FrameError(f"heart-beat {value[:30]!r} is not two numbers like 10000,10000") from None
-    if send < 0 or receive < 0:
-        raise FrameError("heart-beat values cannot be negative")
-    return send, receive
-
-
-def _channel_for(destination: str, user: str) -> Channel:
-    for channel in Channel:
-        if destination == channel.value:
-            return channel
-    # Spring-style explicit user destinations: /user/<name>/topic/reply, only for oneself.
-    if destination.startswith("/user/"):
-        rest = destination[len("/user/") :]
-        for channel in Channel:
-            suffix = channel.value[len("/user") :]
-            if rest.endswith(suffix):
-                owner = rest[: -len(suffix)]
-                if owner == user:
-                    return channel
-                raise FrameError("cannot subscribe to another user's destination")
-    raise FrameError(f"unknown destination {destination[:60]!r}: subscribe to /user/topic/reply")
-
-
-def _chat_fields(body: bytes) -> tuple[str, str]:
-    from ..core.errors import InvalidMessage
-
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        # RecursionError: nested deeper than the interpreter's stack ("[[[[..."), a crafted body.
-        raise InvalidMessage('the body must be JSON like {"receiver": "bob", "msg": "hi"}') from None
-    if not isinstance(data, dict):
-        raise InvalidMessage('the body must be a JSON object like {"receiver": "bob", "msg": "hi"}')
-    receiver = data.get("receiver", data.get("to"))
-    content = data.get("msg", data.get("content"))
-    if not isinstance(receiver, str) or not isinstance(content, str):
-        raise InvalidMessage('the body needs "receiver" and "msg", both strings')
-    return receiver, content
-
-
-def _utf8_len(text: str) -> int:
-    return len(text.encode("utf-8")) if not text.isascii() else len(text)
