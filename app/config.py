@@ -67,7 +67,7 @@ class Settings:
     sockjs_client_url: str | None = None
     #: Balancers whose X-Forwarded-For is believed for the client address (sign-in throttles); see app.auth.addresses.
     trusted_proxies: tuple[IPNetwork, ...] = ()
-    #: Threads that check passwords (scrypt), and how many more sign-ins may wait for one before 503.
+    #: Worker processes that check passwords (scrypt), and how many more sign-ins may wait for one before 503.
     signin_workers: int = field(default_factory=_default_signin_workers)
     signin_queue: int = 32
     log_level: str = "INFO"
