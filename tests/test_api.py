@@ -101,6 +101,21 @@ async def test_the_sender_is_always_the_session_user(node: Node, make_user: Call
     await http_b.close()
 
 
+async def test_a_message_to_my_name_typed_in_fullwidth_reaches_me(node: Node, make_user: Callable[[str], str]) -> None:
+    """Sign-in reads ``ｂｏｂ`` as ``bob``; so does a send (otherwise: 404 unknown-user for a name that exists)."""
+    alice, bob = make_user("alice"), make_user("bob")
+    fullwidth = "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in bob)
+    http = await node.http_for(alice)
+    async with http.post(f"{node.url}/api/messages", json={"to": fullwidth, "content": "typed wide"}) as resp:
+        assert resp.status == 202
+    http_b = await node.http_for(bob)
+    async with http_b.post(f"{node.url}/api/mail/pull") as r:
+        messages = (await r.json())["messages"]
+    assert [(m["to"], m["content"]) for m in messages] == [(bob, "typed wide")]
+    await http.close()
+    await http_b.close()
+
+
 async def test_mailbox_full_is_refused_clearly(
     node_factory: NodeFactory, backplane_kind: str, make_user: Callable[[str], str]
 ) -> None:

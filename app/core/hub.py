@@ -42,7 +42,16 @@ from dataclasses import dataclass, field
 
 from .abc import Backplane, PublishResult, Subscriber, UserDirectory
 from .envelope import Envelope
-from .errors import BackplaneUnavailable, InvalidMessage, MessageTooLarge, RateLimited, TooManySessions, UnknownUser
+from .errors import (
+    BackplaneUnavailable,
+    InvalidMessage,
+    InvalidUsername,
+    MessageTooLarge,
+    RateLimited,
+    TooManySessions,
+    UnknownUser,
+)
+from .identity import normalize_username
 from .keyed_lock import KeyedLock
 from .limits import RateLimiter
 from .pacing import Pacer
@@ -136,8 +145,9 @@ class Hub:
 
     # -- what transports call -------------------------------------------------------------------------------
 
-    def check_message(self, receiver: str, content: str) -> None:
-        """Raise the error a send of ``content`` to ``receiver`` would meet, without sending."""
+    def check_message(self, receiver: str, content: str) -> str:
+        """Raise the error a send of ``content`` to ``receiver`` would meet, without sending; else return the
+        receiver's stored name (``ｂｏｂ`` typed in fullwidth is ``bob``, as at sign-in)."""
         if not isinstance(receiver, str) or not isinstance(content, str) or not receiver:
             raise InvalidMessage("a message needs a receiver and a content, both strings")
         size = stored_size(content)
@@ -147,8 +157,16 @@ class Hub:
             content.encode("utf-8")
         except UnicodeEncodeError as exc:
             raise InvalidMessage("the message is not valid UTF-8 text") from exc
-        if not self.directory.exists(receiver):
+        if self.directory.exists(receiver):
+            return receiver
+        try:
+            # Only when the name as given is unknown: the common case costs no normalisation.
+            normalized = normalize_username(receiver)
+        except InvalidUsername:
+            raise UnknownUser(receiver) from None
+        if normalized == receiver or not self.directory.exists(normalized):
             raise UnknownUser(receiver)
+        return normalized
 
     async def send(self, sender: str, receiver: str, content: str) -> tuple[Envelope, PublishResult]:
         """Accept a message from ``sender`` (always the signed-in user, never a client field)."""
@@ -160,7 +178,7 @@ class Hub:
                         f"too many messages: at most {bucket.rate:g} per second (bursts of {bucket.burst:g})",
                         bucket.retry_after(),
                     )
-            self.check_message(receiver, content)
+            receiver = self.check_message(receiver, content)
             envelope = Envelope.create(sender, receiver, content)
             started = time.monotonic()
             result = await self.backplane.publish(envelope)
