@@ -9,6 +9,9 @@ Guarantees:
 * ``ready_for_more`` returns once the client is below half of both bounds, so a drain never trips them; a client
   that makes no such progress within ``SEND_TIME_LIMIT`` is a slow consumer (as Spring's ``sendTimeLimit``).
 * ``take_unacknowledged`` empties every subscription's held envelopes, in delivery order, each once.
+* An ``ack:auto`` MESSAGE frame is queued with its envelope beside it (``Wire.send_text``): if the session ends
+  before the client has it, the session hands back the envelope itself, never text to be parsed again. A
+  client-ack frame is queued without one: it is already held here, and returned once by ``take_unacknowledged``.
 """
 
 from __future__ import annotations
@@ -57,7 +60,10 @@ class StompDelivery(StompOutput):
             }
             if sub.ack != "auto":
                 headers["ack"] = envelope.id
-            if self._write(self._message_frame(headers, body)):
+                returnable = None  # held in sub.unacked: take_unacknowledged returns it
+            else:
+                returnable = envelope  # the session hands it back if the client never gets the frame
+            if self._write(self._message_frame(headers, body), returnable):
                 taken = True
         return taken
 

@@ -24,6 +24,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
+from ..core.envelope import Envelope
 from .frames import Frame, FrameError, encode
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,12 @@ class CloseCode(enum.IntEnum):
 class Wire(Protocol):
     """How the connection reaches its client (the SockJS session)."""
 
-    def send_text(self, text: str) -> bool:
-        """Queue ``text`` as one SockJS message; False if the session cannot take it."""
+    def send_text(self, text: str, envelope: Envelope | None = None) -> bool:
+        """Queue ``text`` as one SockJS message; False if the session cannot take it.
+
+        ``envelope``: the chat message the frame carries, to be handed back to the hub if the session ends before
+        the client has it (``ack:auto`` MESSAGE frames only: client-ack ones are returned by the STOMP layer).
+        """
         ...
 
     def queued_bytes(self) -> int: ...
@@ -100,14 +105,14 @@ class StompOutput:
 
     # -- frames out -----------------------------------------------------------------------------------------
 
-    def _write(self, text: str) -> bool:
+    def _write(self, text: str, envelope: Envelope | None = None) -> bool:
         # Every frame counts toward the send bound, as push() counts MESSAGEs: a client that sends receipted frames
         # and never reads is a slow consumer too (issue #11). The ERROR of _fail is written after _closed is set.
         if not self._closed and self.wire.queued_bytes() > self._send_buffer_bytes:
             self._fail(CloseCode.SLOW_CONSUMER, "slow-consumer", "the client is not reading what it is sent")
             return False
         self._last_sent = time.monotonic()
-        return self.wire.send_text(text)
+        return self.wire.send_text(text, envelope)
 
     def _message_frame(self, headers: dict[str, str], body: str) -> str:
         assert self.version is not None

@@ -15,9 +15,11 @@ application's hooks are the manager's (``app.transport.manager``). What this mod
   application queued them, then the application's close frame. A session that ended writes only its close frame
   (what was still queued is ``take_undelivered``'s).
 * **An end is final and reported once.** ``mark_ended`` starts the application's ``on_close`` once, however often
-  it is called; from then on every request gets the close frame. The application can take the messages that were
-  queued but never written (``take_undelivered``) — for Warren, chat messages to hand back to the hub — and
-  after that ``send`` refuses, so nothing queued later is lost silently.
+  it is called; from then on every request gets the close frame. The application can take back what it attached
+  to the messages that were queued but never written, or written in a polling answer never confirmed
+  (``take_undelivered``) — for Warren, the envelopes of chat messages, to hand back to the hub — and after that
+  ``send`` refuses, so nothing queued later is lost silently. What was written (and confirmed) is never handed
+  back, and a message queued with nothing attached (a receipt, an error) is never handed back either.
 * **The queue is measured** (``queued_bytes``): the application decides how much a slow client may hold.
 * **Nothing waits without a reason.** The asyncio objects a waiter needs (``wait_for_frames``, ``wait_flushed``)
   are made when someone waits, not per session: an idle session is a few plain objects, which keeps memory and
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -72,6 +74,24 @@ class Pending:
 
 HEARTBEAT_FRAME = Pending(framing.HEARTBEAT, FrameKind.HEARTBEAT)
 
+
+class _Returnables:
+    """What the application attached to messages the client may not have (``Session.send``'s ``returnable``).
+
+    Exists only while a queued or unconfirmed message has something attached: a session that never carries any,
+    or whose messages were all written and confirmed, holds None instead (an idle session does not grow).
+    """
+
+    __slots__ = ("in_flight", "queued")
+
+    def __init__(self, queued_messages: int) -> None:
+        #: One entry per queued message (``Session._messages``, same order and length), None where nothing is
+        #: attached: committing a frame slices both lists alike.
+        self.queued: list[object | None] = [None] * queued_messages
+        #: Those of the last polling answer, until the client's next poll shows it read them.
+        self.in_flight: list[object] = []
+
+
 class Session:
     """One SockJS session: its state and the frames waiting for a receiving request."""
 
@@ -80,10 +100,10 @@ class Session:
         "_ended",
         "_expiry",
         "_flushed",
-        "_in_flight",
         "_messages",
         "_open_pending",
         "_queued",
+        "_returnables",
         "_sealed",
         "_unflushed",
         "_wakeup",
@@ -105,9 +125,9 @@ class Session:
         # A list, not a deque: a transport takes the whole queue at once in the usual case, and an empty list is a
         # tenth of an empty deque's size (most sessions are idle most of the time).
         self._messages: list[str] = []
-        #: Messages of the last polling answer, kept until the client's next poll shows it read them (None: none;
-        #: WebSocket sessions never have any).
-        self._in_flight: list[str] | None = None
+        #: What is attached to queued messages and to those of the last polling answer (None: nothing is, the
+        #: usual case between messages; see ``_Returnables``).
+        self._returnables: _Returnables | None = None
         self._queued = 0
         self._close: tuple[int, str] | None = None
         self._sealed = False
@@ -131,15 +151,25 @@ class Session:
 
     # -- the application's side (also the STOMP layer's ``Wire``) --------------------------------------------
 
-    def send(self, message: str) -> bool:
+    def send(self, message: str, returnable: object | None = None) -> bool:
         """Queue one message; False (and nothing queued) once the application closed the session, or once it
         ended and its undelivered messages were taken (``take_undelivered``).
+
+        ``returnable`` is what ``take_undelivered`` gives back if the client may not have the message (for
+        Warren, the envelope of a chat message); the session never looks at it. None: nothing to give back.
 
         Between the end of a session and ``take_undelivered`` messages are still accepted: they join the
         undelivered ones in order, so the application can hand all of them on in the order they were sent.
         """
         if self.state is not SessionState.OPEN and not (self.state is SessionState.CLOSED and not self._sealed):
             return False
+        returnables = self._returnables
+        if returnable is not None:
+            if returnables is None:
+                returnables = self._returnables = _Returnables(len(self._messages))
+            returnables.queued.append(returnable)
+        elif returnables is not None:
+            returnables.queued.append(None)
         self._messages.append(message)
         self._queued += len(message)
         self._unflushed = True
@@ -168,18 +198,21 @@ class Session:
         """The code and reason of the close frame (once closing or closed)."""
         return self._close or GO_AWAY
 
-    def take_undelivered(self) -> list[str]:
-        """Remove and return the messages the client may not have: those of the last polling answer it never
-        confirmed by polling again, then those never written. From now on ``send`` refuses.
+    def take_undelivered(self) -> Sequence[object]:
+        """Empty the queue and return what was attached (``send``'s ``returnable``) to the messages the client may
+        not have: those of the last polling answer it never confirmed by polling again, then those never written,
+        in the order they were queued. From now on ``send`` refuses.
 
         Meant for ``on_close``: the session has ended, so nothing queued can reach the client any more.
         """
         self._sealed = True
-        messages = (self._in_flight or []) + self._messages
-        self._in_flight = None
+        returnables = self._returnables
+        self._returnables = None
         self._messages = []
         self._queued = 0
-        return messages
+        if returnables is None:
+            return []
+        return returnables.in_flight + [item for item in returnables.queued if item is not None]
 
     @property
     def ended(self) -> bool:
@@ -253,22 +286,35 @@ class Session:
         if pending.kind is FrameKind.OPEN:
             self._open_pending = False
         elif pending.kind is FrameKind.MESSAGES:
-            if pending.count == len(self._messages):
+            count = pending.count
+            if count == len(self._messages):
                 taken, self._messages = self._messages, []
             else:
-                taken = self._messages[: pending.count]
-                del self._messages[: pending.count]
+                taken = self._messages[:count]
+                del self._messages[:count]
             self._queued -= sum(map(len, taken))
-            if await_next_poll:
-                if self._in_flight is None:
-                    self._in_flight = []
-                self._in_flight.extend(taken)
+            returnables = self._returnables
+            if returnables is not None:
+                if count == len(returnables.queued):
+                    written, returnables.queued = returnables.queued, []
+                else:
+                    written = returnables.queued[:count]
+                    del returnables.queued[:count]
+                if await_next_poll:
+                    returnables.in_flight.extend(item for item in written if item is not None)
+                if not returnables.queued and not returnables.in_flight:
+                    self._returnables = None
         if not self._open_pending and not self._messages:
             self._set_flushed()
 
     def polled(self) -> None:
         """A new receiving request arrived: the client handled everything written before it."""
-        self._in_flight = None
+        returnables = self._returnables
+        if returnables is not None and returnables.in_flight:
+            if returnables.queued:
+                returnables.in_flight = []
+            else:
+                self._returnables = None
 
     def is_receiver(self, receiver: Receiver) -> bool:
         return self.receiver is receiver

@@ -22,9 +22,10 @@ What Warren adds on top of the generic SockJS layer (``endpoint``, ``manager`` a
 * **Undelivered chat messages go back to the hub.** When a session ends with messages the client may not have
   — queued for a polling client that went away between two polls, in the answer to its last poll (it never
   polled again), behind a request aborted mid-way, behind a WebSocket that dropped — the chat messages among
-  them (``MESSAGE`` frames of ``/user/topic/reply`` in ``ack:auto`` mode) are handed back to the hub *before*
-  the connection leaves it: the hub gives each to the user's other connections on this node, or to the
-  mailbox. Without this, ``ack:auto`` mail queued in a session whose client vanished was lost at expiry.
+  them (``MESSAGE`` frames of ``/user/topic/reply`` in ``ack:auto`` mode, each queued with its envelope beside
+  it, so nothing is parsed back) are handed back to the hub *before* the connection leaves it: the hub gives
+  each to the user's other connections on this node, or to the mailbox. Without this, ``ack:auto`` mail queued
+  in a session whose client vanished was lost at expiry.
   Messages in a client-ack mode need nothing here: the STOMP layer returns every unacknowledged one.
   What can still be lost in ``ack:auto``: a message written to a streaming or WebSocket connection the client
   abandoned before the server could tell (no FIN seen yet) — at-most-once past the write, as ``ack:auto``
@@ -47,10 +48,10 @@ from ..auth.sessions import SignIn, current_sign_in, forget_session
 from ..auth.users import UserDirectory
 from ..config import Settings
 from ..core.envelope import Envelope
-from ..core.errors import InvalidMessage, TooManySessions
+from ..core.errors import TooManySessions
 from ..core.hub import Hub
-from ..stomp.frames import FrameError, FrameParser, Limits, encode
-from ..stomp.protocol import Channel, CloseCode, StompConnection
+from ..stomp.frames import encode
+from ..stomp.protocol import CloseCode, StompConnection
 from .endpoint import EndpointOptions, OriginPolicy, SockJSEndpoint
 from .file_limit import raise_open_file_limit
 from .iframe import SockJSClients
@@ -77,8 +78,13 @@ class WarrenSession(Session):
         #: ``time.monotonic()`` when the session opened: the STOMP CONNECT deadline counts from here.
         self.opened_at = 0.0
 
-    def send_text(self, text: str) -> bool:
-        return self.send(text)
+    def send_text(self, text: str, envelope: Envelope | None = None) -> bool:
+        return self.send(text, envelope)
+
+    def take_undelivered(self) -> list[Envelope]:
+        """The envelopes of the chat messages the client may not have, in order: only envelopes are ever attached
+        to this session's messages (``send_text``), so receipts, errors and client-ack frames never come back."""
+        return [item for item in super().take_undelivered() if isinstance(item, Envelope)]
 
 
 class WarrenSessionManager(SessionManager[WarrenSession]):
@@ -162,7 +168,7 @@ class WarrenSessionManager(SessionManager[WarrenSession]):
         # between the end of the session and this call were queued behind the rest, so all go back in order;
         # from here on the session refuses writes and the hub gives anything newer to the user's other
         # connections or to the mailbox. Only then does the user leave the hub.
-        returned = undelivered_envelopes(session.take_undelivered(), stomp.version)
+        returned = session.take_undelivered()
         for envelope in returned:
             await self.hub.deliver(envelope)
         if returned:
@@ -268,35 +274,6 @@ def refuse(session: Session, code: int, reason: str, detail: str, *, version: st
     headers = {"message": reason, "content-type": "text/plain"}
     session.send(encode("ERROR", headers, detail.encode(), version=version or "1.2"))
     session.close(code, reason)
-
-
-def undelivered_envelopes(texts: list[str], version: str | None) -> list[Envelope]:
-    """The chat messages among STOMP text that was queued for a client and never written.
-
-    Only ``MESSAGE`` frames of ``/user/topic/reply`` without an ``ack`` header (``ack:auto``): client-ack ones are
-    returned by the STOMP layer itself, and other frames (receipts, errors, heart-beats) are not mail.
-    """
-    if not texts:
-        return []
-    parser = FrameParser(Limits(max_body=64 * 1024 * 1024))
-    parser.version = version or "1.2"
-    envelopes: list[Envelope] = []
-    for text in texts:
-        try:
-            frames = parser.feed(text.encode("utf-8"))
-        except FrameError:
-            log.warning("could not read back an undelivered STOMP frame; it is dropped")
-            parser = FrameParser(Limits(max_body=64 * 1024 * 1024))
-            parser.version = version or "1.2"
-            continue
-        for frame in frames:
-            if frame.command != "MESSAGE" or frame.get("destination") != Channel.REPLY.value or "ack" in frame.headers:
-                continue
-            try:
-                envelopes.append(Envelope.from_body(frame.body))
-            except InvalidMessage:
-                log.warning("an undelivered MESSAGE frame held no envelope; it is dropped")
-    return envelopes
 
 
 def add_sockjs_endpoint(app: web.Application, manager: WarrenSessionManager) -> None:
