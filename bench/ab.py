@@ -83,7 +83,7 @@ try:  # the module layout since the SockJS iframe runs the page's own client rel
     CLIENT_OPTIONS = {"sockjs_clients": SockJSClients()}
 except ImportError:  # a checkout from before (bench.ab --base)
     from app.transport.session import SessionManager
-    CLIENT_OPTIONS = {}
+    CLIENT_OPTIONS = {"sockjs_client_url": "/vendor/sockjs-client/dist/sockjs.min.js"}
 
 BODY = "x" * 200
 
