@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import sys
 import time
@@ -21,6 +20,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
+from .commands import serve_commands
 from .loadgen import STATS, _sleep_until, content_for, monotonic_ns
 
 EXCHANGE = os.environ.get("CEILING_EXCHANGE", "bench.ceiling")
@@ -181,24 +181,8 @@ class Consumer:
 
 async def main(role: str) -> None:
     worker: Publisher | Consumer = Publisher() if role == "pub" else Consumer()
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=64 * 1024 * 1024)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     try:
-        while True:
-            line = await reader.readline()
-            if not line:
-                break
-            request = json.loads(line)
-            cmd = request.pop("cmd")
-            if cmd == "exit":
-                break
-            try:
-                answer = await getattr(worker, f"cmd_{cmd}")(**request)
-            except Exception as exc:
-                answer = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
-            sys.stdout.write(json.dumps(answer) + "\n")
-            sys.stdout.flush()
+        await serve_commands(worker, line_limit=64 * 1024 * 1024)
     finally:
         await worker.shutdown()
 

@@ -25,13 +25,14 @@ import json
 import os
 import random
 import string
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from multiprocessing import resource_tracker, shared_memory
 from typing import Any
 
 import aiohttp
+
+from .commands import serve_commands
 
 MSG_BYTES = 200
 _PAD = "x" * MSG_BYTES
@@ -568,25 +569,8 @@ async def main() -> None:
 
     raise_nofile(65536)
     worker = Worker()
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=64 * 1024 * 1024)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    out = sys.stdout
     try:
-        while True:
-            line = await reader.readline()
-            if not line:
-                break
-            request = json.loads(line)
-            cmd = request.pop("cmd")
-            if cmd == "exit":
-                break
-            try:
-                answer = await getattr(worker, f"cmd_{cmd}")(**request)
-            except Exception as exc:
-                answer = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
-            out.write(json.dumps(answer) + "\n")
-            out.flush()
+        await serve_commands(worker, line_limit=64 * 1024 * 1024)
     finally:
         await worker.shutdown()
 

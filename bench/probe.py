@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import sys
 import time
 from typing import Any
 
 import aiohttp
+
+from .commands import serve_commands
 
 
 class Prober:
@@ -57,23 +57,7 @@ class Prober:
 
 async def main() -> None:
     prober = Prober()
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=16 * 1024 * 1024)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    while True:
-        line = await reader.readline()
-        if not line:
-            break
-        request = json.loads(line)
-        cmd = request.pop("cmd")
-        if cmd == "exit":
-            break
-        try:
-            answer = await getattr(prober, f"cmd_{cmd}")(**request)
-        except Exception as exc:
-            answer = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
-        sys.stdout.write(json.dumps(answer) + "\n")
-        sys.stdout.flush()
+    await serve_commands(prober, line_limit=16 * 1024 * 1024)
     await prober.cmd_stop()
 
 

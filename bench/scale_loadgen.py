@@ -15,7 +15,6 @@ Its soft limit on open files is raised to the hard one at start (``ulimit -Hn``;
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import resource
 import sys
@@ -24,6 +23,7 @@ from typing import Any
 import aiohttp
 
 from . import loadgen
+from .commands import serve_commands
 from .common import raise_nofile
 
 
@@ -50,25 +50,8 @@ async def main(source: str) -> None:
     raise_nofile(1 << 20)
     worker = SourceWorker()
     await worker.use_source(source)
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=256 * 1024 * 1024)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    out = sys.stdout
     try:
-        while True:
-            line = await reader.readline()
-            if not line:
-                break
-            request = json.loads(line)
-            cmd = request.pop("cmd")
-            if cmd == "exit":
-                break
-            try:
-                answer = await getattr(worker, f"cmd_{cmd}")(**request)
-            except Exception as exc:
-                answer = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
-            out.write(json.dumps(answer) + "\n")
-            out.flush()
+        await serve_commands(worker, line_limit=256 * 1024 * 1024)
     finally:
         await worker.shutdown()
 
